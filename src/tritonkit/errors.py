@@ -1,0 +1,36 @@
+"""The project's exceptions: one base class and a few named failures.
+
+Every message says what failed and how to fix it, e.g.::
+
+    raise ServerStartError("tritonserver not found: run `make setup`")
+"""
+
+from __future__ import annotations
+
+
+class TritonKitError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SpecError(TritonKitError):
+    """The model spec (configs/models.yaml) is invalid."""
+
+
+class DataError(TritonKitError):
+    """The data set could not be fetched or failed a check."""
+
+
+class ParityError(TritonKitError):
+    """An exported or optimized model disagrees with its source model."""
+
+
+class ArtifactMissingError(TritonKitError):
+    """A build artefact is missing: run `make build-engines`."""
+
+
+class ServerStartError(TritonKitError):
+    """tritonserver could not be started or did not become ready in time."""
+
+
+class ServerStopError(TritonKitError):
+    """tritonserver did not exit cleanly."""

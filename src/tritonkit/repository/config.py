@@ -1,0 +1,155 @@
+"""Triton model configurations, built through Triton's own schema (`model_config_pb2`).
+
+Each function returns a `ModelConfig` message; `write_config` writes it as `config.pbtxt` and
+parses it back, so a malformed config fails here and not at server start::
+
+    config = ensemble_config(pipeline_name="churn", pipeline=spec.pipelines["churn"], ...)
+    write_config(config, Path("model_repository/churn"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonkit import spec as spec_module
+
+DataType = mc.DataType
+
+
+def tensor(name: str, data_type: str, dims: Sequence[int]) -> dict[str, object]:
+    """One input or output entry (dims exclude the batch dimension)."""
+    return {"name": name, "data_type": data_type, "dims": list(dims)}
+
+
+def _batching(step: spec_module.Step) -> dict[str, object]:
+    batching: dict[str, object] = {
+        "max_queue_delay_microseconds": step.dynamic_batching.max_queue_delay_us,
+    }
+    if step.dynamic_batching.preferred_batch_size:
+        batching["preferred_batch_size"] = list(step.dynamic_batching.preferred_batch_size)
+    return batching
+
+
+def _common(
+    name: str, pipeline: spec_module.Pipeline, step: spec_module.Step, target: str, kind: str
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "max_batch_size": pipeline.max_batch_size,
+        "version_policy": {"latest": {"num_versions": pipeline.version_policy.latest}},
+        "dynamic_batching": _batching(step),
+        "instance_group": [{"kind": kind, "count": step.instances[target]}],
+    }
+
+
+def python_step_config(
+    *,
+    name: str,
+    pipeline: spec_module.Pipeline,
+    step: spec_module.Step,
+    target: str,
+    inputs: Sequence[Mapping[str, object]],
+    outputs: Sequence[Mapping[str, object]],
+    parameters: Mapping[str, str] | None = None,
+    warmup: Sequence[Mapping[str, object]] = (),
+) -> mc.ModelConfig:
+    """A python-backend step; it always runs on CPU, whatever the target."""
+    config = {
+        **_common(name, pipeline, step, target, "KIND_CPU"),
+        "backend": "python",
+        "input": list(inputs),
+        "output": list(outputs),
+        "parameters": {k: {"string_value": v} for k, v in (parameters or {}).items()},
+        "model_warmup": list(warmup),
+    }
+    return json_format.ParseDict(config, mc.ModelConfig())
+
+
+def onnx_step_config(
+    *,
+    name: str,
+    pipeline: spec_module.Pipeline,
+    step: spec_module.Step,
+    target: str,
+    gpu: bool,
+    inputs: Sequence[Mapping[str, object]],
+    outputs: Sequence[Mapping[str, object]],
+    warmup: Sequence[Mapping[str, object]] = (),
+) -> mc.ModelConfig:
+    """An ONNX model on Triton's native onnxruntime backend (production target)."""
+    config: dict[str, object] = {
+        **_common(name, pipeline, step, target, "KIND_GPU" if gpu else "KIND_CPU"),
+        "platform": "onnxruntime_onnx",
+        "default_model_filename": "model.onnx",
+        "input": list(inputs),
+        "output": list(outputs),
+        "model_warmup": list(warmup),
+    }
+    if gpu and step.tensorrt is not None and step.tensorrt.enabled:
+        # TensorRT takes the numeric subgraph; string ops (the postprocessing head) stay on CPU.
+        precision = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}[step.precision]
+        config["optimization"] = {
+            "execution_accelerators": {
+                "gpu_execution_accelerator": [
+                    {
+                        "name": "tensorrt",
+                        "parameters": {
+                            "precision_mode": precision,
+                            "max_workspace_size_bytes": str(step.tensorrt.max_workspace_size_bytes),
+                            "trt_engine_cache_enable": "1",
+                            "trt_engine_cache_path": f"/tmp/trt_cache/{name}",
+                        },
+                    }
+                ]
+            }
+        }
+    return json_format.ParseDict(config, mc.ModelConfig())
+
+
+def ensemble_config(
+    *,
+    name: str,
+    max_batch_size: int,
+    inputs: Sequence[Mapping[str, object]],
+    outputs: Sequence[Mapping[str, object]],
+    steps: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]],
+) -> mc.ModelConfig:
+    """An ensemble; each step is (model name, {step input: ensemble tensor}, {step output: tensor})."""
+    config = {
+        "name": name,
+        "platform": "ensemble",
+        "max_batch_size": max_batch_size,
+        "input": list(inputs),
+        "output": list(outputs),
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": model,
+                    "model_version": -1,
+                    "input_map": dict(input_map),
+                    "output_map": dict(output_map),
+                }
+                for model, input_map, output_map in steps
+            ]
+        },
+    }
+    return json_format.ParseDict(config, mc.ModelConfig())
+
+
+def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:
+    """Write `config.pbtxt` and parse it back through `model_config_pb2`."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / "config.pbtxt"
+    path.write_text(text_format.MessageToString(config))
+    if read_config(path) != config:
+        raise AssertionError(f"{path} does not read back as the config that was written")
+    return path
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    """Parse a `config.pbtxt` into a `ModelConfig` (raises on any schema error)."""
+    return text_format.Parse(path.read_text(), mc.ModelConfig())

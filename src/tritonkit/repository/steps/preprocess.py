@@ -1,0 +1,61 @@
+"""Triton python-backend step: validate and encode the raw churn features of each request.
+
+The repository builder copies this file as `<model>/1/model.py`, with `features.py` and
+`feature_schema.json` beside it (the step needs numpy alone). One `execute` call gets a dynamic
+batch of requests: all rows are encoded and checked in one vectorised pass; a request holding a
+bad row gets an INVALID_ARG error naming the feature and the problem, the others go on.
+"""
+
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from features import FeatureSchema
+
+
+def _error(message):
+    """An INVALID_ARG error (HTTP 400) where the stub knows error codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    if code is None:
+        return pb_utils.TritonError(message)
+    return pb_utils.TritonError(message, code)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.schema = FeatureSchema.load(os.path.join(here, "feature_schema.json"))
+        self.names = self.schema.names
+        self.first = self.names[0]
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        good = []  # (request index, its columns)
+        for i, request in enumerate(requests):
+            columns = {t.name(): t.as_numpy() for t in request.inputs()}
+            rows = columns[self.first].shape[0] if self.first in columns else 0
+            if len(columns) != len(self.names) or rows == 0:
+                responses[i] = pb_utils.InferenceResponse(
+                    error=_error("; ".join(self.schema.validate(columns)) or "malformed request")
+                )
+            else:
+                good.append((i, columns))
+        if not good:
+            return responses
+        if len(good) == 1:
+            batch = good[0][1]
+        else:
+            batch = {n: np.concatenate([c[n] for _, c in good]) for n in self.names}
+        matrix, bad = self.schema.encode_checked(batch)
+        start = 0
+        for i, columns in good:
+            stop = start + columns[self.first].shape[0]
+            if bad[start:stop].any():
+                problems = self.schema.validate(columns)
+                responses[i] = pb_utils.InferenceResponse(error=_error("; ".join(problems)))
+            else:
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("features", matrix[start:stop])]
+                )
+            start = stop
+        return responses

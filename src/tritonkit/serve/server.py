@@ -1,0 +1,309 @@
+"""The one owner of a `tritonserver` process on a plain machine (no Docker, no GPU).
+
+It runs the Triton 2.51 binary that the `nvidia-pytriton` wheel ships, with the python backend
+laid out from that wheel (see ../shared/PLATFORM.md). Scripts, `make up` and the tests use it::
+
+    with TritonServer(ServerSettings(model_repository=Path("model_repository"))) as server:
+        print(server.http_url)   # http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+
+from tritonkit.errors import ServerStartError, ServerStopError
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+#: Log lines tritonserver writes on every machine without a GPU; not the reason for a failure.
+_CPU_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """How to run tritonserver. Ports of 0 are not allowed: pick free ones with `free_port()`."""
+
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    log_file: Path | None = None
+    log_verbose: int = 0
+    http_thread_count: int = 8
+    # Each python-backend model instance gets a shared-memory region of this size for tensors.
+    python_shm_default_byte_size: int = 4 * 1024 * 1024
+    cache_size_bytes: int = 0
+    extra_args: tuple[str, ...] = ()
+
+
+def _pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ServerStartError(
+            "the nvidia-pytriton wheel is not installed: run `make setup`"
+        ) from exc
+    return Path(pytriton.__file__).resolve().parent
+
+
+def tritonserver_binary() -> Path:
+    """Path of the tritonserver binary shipped inside the nvidia-pytriton wheel."""
+    binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+    if not binary.exists():
+        raise ServerStartError(f"tritonserver not found at {binary}: run `make setup`")
+    return binary
+
+
+def prepare_backend_directory(target: Path) -> Path:
+    """Lay out `<target>/python/` the way Triton expects, from the wheel's files.
+
+    The wheel keeps the backend library and one stub per Python version apart; Triton wants the
+    stub beside `libtriton_python.so`. The stub must match the Python that runs the steps, which
+    is this interpreter.
+    """
+    root = _pytriton_root() / "tritonserver"
+    source = root / "backends" / "python"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerStartError(
+            f"no python backend stub for Python {version} in the nvidia-pytriton wheel: "
+            "use Python 3.8 to 3.13"
+        )
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for path in (
+        source / "libtriton_python.so",
+        source / "triton_python_backend_utils.py",
+        stub,
+    ):
+        destination = python_dir / path.name
+        if not destination.exists() or destination.stat().st_size != path.stat().st_size:
+            shutil.copy2(path, destination)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    """Environment for tritonserver and the python stubs it spawns.
+
+    Workaround (Triton 2.51 from the pytriton wheel): the stub links `libcudart` from the wheel's
+    `nvidia_pytriton.libs` and `libpython3.X.so` from this interpreter's LIBDIR, and imports
+    numpy/onnxruntime through PYTHONPATH, so all three must be set for it.
+    """
+    root = _pytriton_root()
+    libs = [str(root.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
+    env = dict(os.environ)
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(libs)
+    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = ":".join(dict.fromkeys(paths))
+    # The stub's embedded interpreter ignores PYTHONPATH and finds its prefix (and so its
+    # site-packages) from the first `python3` on PATH: put this interpreter's bin/ first, so a
+    # virtualenv's numpy < 2 is the one imported, not a system numpy 2 (PLATFORM.md).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # Each step is one process per instance; extra BLAS/ORT threads only fight over the cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class TritonServer:
+    """Starts, health-checks and stops one tritonserver process."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-"))
+        self.log_file = settings.log_file or self._workdir / "tritonserver.log"
+        self._log_handle: object | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.settings.host}:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        """The full tritonserver command line."""
+        s = self.settings
+        backend_dir = prepare_backend_directory(self._workdir / "backends")
+        cmd = [
+            str(tritonserver_binary()),
+            f"--model-repository={s.model_repository.resolve()}",
+            f"--backend-directory={backend_dir}",
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--http-address={s.host}",
+            f"--http-port={s.http_port}",
+            f"--http-thread-count={s.http_thread_count}",
+            f"--grpc-address={s.host}",
+            f"--grpc-port={s.grpc_port}",
+            f"--metrics-address={s.host}",
+            f"--metrics-port={s.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--metrics-config=summary_latencies=true",
+            f"--log-verbose={s.log_verbose}",
+            f"--backend-config=python,shm-default-byte-size={s.python_shm_default_byte_size}",
+        ]
+        if s.cache_size_bytes > 0:
+            cmd += [
+                f"--cache-directory={_pytriton_root() / 'tritonserver' / 'caches'}",
+                f"--cache-config=local,size={s.cache_size_bytes}",
+            ]
+        cmd += list(s.extra_args)
+        return cmd
+
+    def start(self, timeout_s: float = 120.0) -> TritonServer:
+        """Start tritonserver and block until it is ready or `timeout_s` has passed."""
+        if self._process is not None:
+            raise ServerStartError("this TritonServer is already running; call stop() first")
+        repo = self.settings.model_repository
+        if not repo.is_dir() or not any(repo.iterdir()):
+            raise ServerStartError(
+                f"model repository {repo} is empty or missing: run `make build-engines`"
+            )
+        cmd = self.command()
+        logger.info("starting %s", " ".join(cmd))
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_handle = log_handle
+        self._process = subprocess.Popen(
+            cmd,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            env=server_environment(),
+            preexec_fn=_die_with_parent,
+        )
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop(check=False)
+            raise
+        logger.info("tritonserver ready: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
+        return self
+
+    def is_ready(self) -> bool:
+        """True when `/v2/health/ready` answers 200; connection errors mean "not yet"."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (400, 503):
+                return False
+            raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll readiness until `timeout_s`; raise with the log's tail if the server died."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with code {self._process.returncode} during start-up; "
+                    f"last log lines:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        raise ServerStartError(
+            f"tritonserver was not ready after {timeout_s:.0f} s; last log lines:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The server's error lines, then the last `lines` lines of its log."""
+        try:
+            with open(self.log_file, errors="replace") as handle:
+                text = handle.readlines()
+        except FileNotFoundError:
+            return "(no log written)"
+        # "E…" lines name the model that failed; CUDA/NVML complaints are noise on a CPU machine.
+        errors = [line for line in text
+                  if line.startswith("E") and not any(n in line for n in _CPU_NOISE)]
+        tail = "".join(deque(text, maxlen=lines))
+        if errors:
+            return "errors:\n" + "".join(errors[-10:]) + "\nlast lines:\n" + tail
+        return tail
+
+    def wait(self) -> int:
+        """Block until the server exits (used by `make up`); returns its exit code."""
+        if self._process is None:
+            raise ServerStopError("tritonserver is not running")
+        return self._process.wait()
+
+    def stop(self, timeout_s: float = 30.0, check: bool = True) -> None:
+        """SIGINT, wait up to `timeout_s`, then SIGKILL. Raises if the exit was unclean."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("tritonserver ignored SIGINT for %.0f s; killing it", timeout_s)
+                process.kill()
+                process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        code = process.returncode
+        if check and code not in (0, -signal.SIGINT):
+            raise ServerStopError(
+                f"tritonserver exited with code {code}; last log lines:\n{self.log_tail()}"
+            )
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(check=exc_type is None)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (for tests and side-by-side benchmarks)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
