@@ -104,7 +104,8 @@ def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtif
         result.pipeline, result.schema, thresholds, version=str(pipeline_spec.version)
     )
     parity = check_parity(result.pipeline, result.schema, model, splits.test, thresholds)
-    logger.info("ONNX parity on %d test rows: max |Δp| %.2e", parity["rows"], parity["max_abs_diff"])
+    logger.info("ONNX parity on %d test rows: max |Δp| %.2e",
+                parity["rows"], parity["max_abs_diff"])
     train_p = result.pipeline.predict_proba(splits.train[list(ALL_FEATURES)])[:, 1]
     profile = reference_profile(splits.train, result.schema, train_p, high=thresholds.high)
 

@@ -52,7 +52,7 @@ class Step(_Frozen):
     """One model of the ensemble: instances per target and its dynamic batcher."""
 
     instances: dict[str, int]
-    dynamic_batching: DynamicBatching = DynamicBatching()
+    dynamic_batching: DynamicBatching = DynamicBatching(max_queue_delay_us=0)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     tensorrt: TensorRT | None = None
 
@@ -105,7 +105,7 @@ class Pipeline(_Frozen):
     max_batch_size: int = Field(gt=0, le=4096)
     risk_thresholds: RiskThresholds
     training: Training
-    version_policy: VersionPolicy = VersionPolicy()
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
     steps: Steps
     warmup_batch_sizes: tuple[int, ...] = ()
 

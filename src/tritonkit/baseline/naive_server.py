@@ -23,7 +23,6 @@ from tritonkit.features import NUMPY_DTYPES
 from tritonkit.spec import load_spec
 
 
-
 def create_app(artifacts: ChurnArtifacts) -> Flask:
     schema = artifacts.load_schema()
     sess = session(str(artifacts.onnx))

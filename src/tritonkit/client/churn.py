@@ -63,7 +63,7 @@ def read_customers(path: Path) -> list[dict[str, Any]]:
 
 
 def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Column arrays [rows, 1] in the dtypes the ensemble declares; a missing key raises KeyError."""
+    """Column arrays [rows, 1] in the ensemble's dtypes; a missing field raises KeyError."""
     columns = {}
     for name in ALL_FEATURES:
         missing = [i for i, row in enumerate(rows) if name not in row]
@@ -90,7 +90,7 @@ class ChurnClient:
                 url, connection_timeout=timeout_s, network_timeout=timeout_s
             )
         elif protocol == "grpc":
-            import tritonclient.grpc as module  # type: ignore[no-redef]
+            import tritonclient.grpc as module
             self._client = module.InferenceServerClient(url)
         else:
             raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")

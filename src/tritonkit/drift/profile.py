@@ -22,7 +22,10 @@ PROBABILITY_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1,
 
 
 def decile_edges(values: np.ndarray) -> list[float]:
-    """Upper bucket edges at the deciles 10 % … 90 %, ties removed (bins: (-inf, e1], …, (e9, inf))."""
+    """Upper bucket edges at the deciles 10 % … 90 %, ties removed.
+
+    The bins are (-inf, e1], (e1, e2], …, (e_last, inf).
+    """
     edges = np.quantile(values.astype(np.float64), np.linspace(0.1, 0.9, 9))
     return [float(e) for e in np.unique(edges)]
 

@@ -5,7 +5,8 @@ outputs the API promises. Postprocessing (risk level from the spec's thresholds,
 part of the graph, so it runs inside onnxruntime in both targets: natively in production, and in
 the same python hop as the classifier on the embedded target (each python hop costs ~0.12 ms)::
 
-    model = export_churn_onnx(pipeline, schema, thresholds=spec.pipelines["churn"].risk_thresholds, version="1")
+    thresholds = spec.pipelines["churn"].risk_thresholds
+    model = export_churn_onnx(pipeline, schema, thresholds=thresholds, version="1")
     report = check_parity(pipeline, schema, model, test_frame, thresholds)
 """
 

@@ -82,7 +82,7 @@ def _write_warmup_files(model_dir: Path, schema: FeatureSchema, batch_sizes: tup
 def _render_churn(
     repository: Path, spec: Spec, target_name: str, name: str, pipeline: Pipeline
 ) -> list[Path]:
-    target = spec.targets[target_name]  # type: ignore[index]
+    target = spec.targets[target_name]
     paths = ChurnArtifacts.for_version(pipeline.version).require()
     schema = FeatureSchema.load(paths.schema)
     names = step_names(name)
@@ -148,7 +148,7 @@ def _render_churn(
 
 def repository_path(spec: Spec, target_name: str) -> Path:
     """Absolute path of a target's model repository."""
-    path = spec.targets[target_name].repository  # type: ignore[index]
+    path = spec.targets[target_name].repository
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 

@@ -99,7 +99,8 @@ def onnx_step_config(
                         "name": "tensorrt",
                         "parameters": {
                             "precision_mode": precision,
-                            "max_workspace_size_bytes": str(step.tensorrt.max_workspace_size_bytes),
+                            "max_workspace_size_bytes": str(
+                                step.tensorrt.max_workspace_size_bytes),
                             "trt_engine_cache_enable": "1",
                             "trt_engine_cache_path": f"/tmp/trt_cache/{name}",
                         },
@@ -118,7 +119,7 @@ def ensemble_config(
     outputs: Sequence[Mapping[str, object]],
     steps: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]],
 ) -> mc.ModelConfig:
-    """An ensemble; each step is (model name, {step input: ensemble tensor}, {step output: tensor})."""
+    """An ensemble; a step is (model, {step input: ensemble tensor}, {step output: tensor})."""
     config = {
         "name": name,
         "platform": "ensemble",

@@ -242,7 +242,7 @@ class TritonServer:
                 return
             time.sleep(0.1)
         raise ServerStartError(
-            f"tritonserver was not ready after {timeout_s:.0f} s; last log lines:\n{self.log_tail()}"
+            f"tritonserver was not ready after {timeout_s:.0f} s; log:\n{self.log_tail()}"
         )
 
     def log_tail(self, lines: int = 25) -> str:

@@ -50,7 +50,7 @@ class TritonPythonModel:
             stop = start + arrays[0].shape[0]
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(name, values[start:stop])
-                for name, values in zip(self.outputs, results)
+                for name, values in zip(self.outputs, results, strict=True)
             ]))
             start = stop
         return responses

@@ -1,0 +1,64 @@
+# Take the churn model from data to a served Triton ensemble. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+# The image of the production stack (docker-compose.yml reads TRITON_IMAGE too).
+TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
+BENCH_DURATION_S ?= 10
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+REPOSITORY := model_repository/churn/config.pbtxt
+
+.PHONY: help setup build-engines up down test lint bench predict compose-config clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP) ## create .venv with the pinned dependencies (tritonserver comes from a wheel)
+
+$(REPOSITORY): $(STAMP)
+	$(PY) scripts/build_engines.py
+
+build-engines: $(STAMP) ## train/export/check the models and render both model repositories
+	$(PY) scripts/build_engines.py
+
+up: $(STAMP) $(REPOSITORY) ## serve the churn ensemble on this machine (no Docker, no GPU), foreground
+	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+		--metrics-port $(METRICS_PORT)
+
+down: ## stop a server started by `make up` in another terminal
+	-pkill -INT -f 'tritonkit.serve.cli' && echo "stopped"
+
+predict: $(STAMP) ## predict the first test customers through a running `make up` (HTTP)
+	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint ## lint, then every test (starts real tritonserver processes on free ports)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
+	$(PY) bench/serving.py --duration-s $(BENCH_DURATION_S)
+
+compose-config: ## validate docker-compose.yml offline (needs docker-compose)
+	docker-compose -f docker-compose.yml config -q
+
+clean: ## remove build outputs (artefacts, rendered repositories, caches); keeps .venv
+	rm -rf artifacts build .cache .pytest_cache .mypy_cache .ruff_cache bench/results
+	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,88 @@
+"""Shared fixtures: the spec, the build artefacts, a rendered repository and a real tritonserver.
+
+The artefacts are built once (about 10 s) if `make build-engines` has not made them; the
+repository is rendered into a temporary folder and served on free ports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tritonkit.artifacts import ChurnArtifacts, build_churn_artifacts
+from tritonkit.client.churn import read_customers
+from tritonkit.export.onnx_export import predict, session
+from tritonkit.features import ALL_FEATURES, FeatureSchema
+from tritonkit.repository.build import render_repository
+from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.spec import Pipeline, Spec, load_spec
+
+
+@pytest.fixture(scope="session")
+def spec() -> Spec:
+    return load_spec()
+
+
+@pytest.fixture(scope="session")
+def churn_spec(spec: Spec) -> Pipeline:
+    return spec.pipelines["churn"]
+
+
+@pytest.fixture(scope="session")
+def artifacts(churn_spec: Pipeline) -> ChurnArtifacts:
+    paths = ChurnArtifacts.for_version(churn_spec.version)
+    if not paths.complete():
+        logging.getLogger(__name__).info("building artefacts for the tests")
+        build_churn_artifacts(churn_spec, paths)
+    return paths.require()
+
+
+@pytest.fixture(scope="session")
+def schema(artifacts: ChurnArtifacts) -> FeatureSchema:
+    return artifacts.load_schema()
+
+
+@pytest.fixture(scope="session")
+def customers(artifacts: ChurnArtifacts) -> list[dict[str, Any]]:
+    return read_customers(artifacts.test_rows)
+
+
+@pytest.fixture(scope="session")
+def in_process(
+    artifacts: ChurnArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """What the ONNX model says for every test customer, called in this process."""
+    columns = {n: np.array([c[n] for c in customers]) for n in ALL_FEATURES}
+    return predict(session(str(artifacts.onnx)), schema.encode(columns))
+
+
+@pytest.fixture(scope="session")
+def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest.TempPathFactory
+                 ) -> dict[str, Path]:
+    """Both targets rendered into temporary folders."""
+    out = {}
+    for target in spec.targets:
+        folder = tmp_path_factory.mktemp(f"repo-{target}")
+        render_repository(spec, target, folder)
+        out[target] = folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[TritonServer]:
+    """A real tritonserver serving the embedded repository on free ports."""
+    settings = ServerSettings(
+        model_repository=repositories["embedded"],
+        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        log_file=tmp_path_factory.mktemp("triton") / "tritonserver.log",
+    )
+    server = TritonServer(settings)
+    server.start(timeout_s=120)
+    yield server
+    server.stop(check=True)

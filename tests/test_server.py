@@ -1,0 +1,56 @@
+"""The TritonServer class: start-up failures are explained; the naive baseline agrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.errors import ServerStartError
+from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+
+
+def _settings(repository: Path) -> ServerSettings:
+    return ServerSettings(model_repository=repository, http_port=free_port(),
+                          grpc_port=free_port(), metrics_port=free_port())
+
+
+@pytest.mark.integration
+def test_start_raises_with_failing_model_in_message_when_a_step_cannot_load(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "broken_step"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text("raise RuntimeError('deliberately broken step')\n")
+    (model / "config.pbtxt").write_text(
+        'name: "broken_step" backend: "python" max_batch_size: 1\n'
+        'input { name: "x" data_type: TYPE_FP32 dims: 1 }\n'
+        'output { name: "y" data_type: TYPE_FP32 dims: 1 }\n'
+    )
+    server = TritonServer(_settings(tmp_path))
+    with pytest.raises(ServerStartError, match="deliberately broken step"):
+        server.start(timeout_s=60)
+
+
+def test_start_raises_with_fix_when_repository_is_empty(tmp_path: Path) -> None:
+    with pytest.raises(ServerStartError, match="make build-engines"):
+        TritonServer(_settings(tmp_path)).start()
+
+
+def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
+    artifacts: ChurnArtifacts, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]
+) -> None:
+    from tests.test_bad_input import body_for
+    from tritonkit.baseline.naive_server import create_app
+
+    app = create_app(artifacts).test_client()
+    answer = app.post("/v2/models/churn/infer", json=body_for(customers[5])).get_json()
+    out = {o["name"]: o["data"][0] for o in answer["outputs"]}
+    assert abs(out["churn_probability"] - in_process["churn_probability"][5, 0]) < 1e-6
+    bad = body_for(customers[5])
+    bad["inputs"][0]["data"] = [-1]
+    response = app.post("/v2/models/churn/infer", json=bad)
+    assert response.status_code == 400 and "tenure" in response.get_json()["error"]

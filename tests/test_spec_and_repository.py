@@ -1,0 +1,112 @@
+"""The spec checks itself; every rendered config.pbtxt parses back through model_config_pb2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonkit.errors import SpecError
+from tritonkit.features import ALL_FEATURES, TRITON_DTYPES
+from tritonkit.repository.config import read_config
+from tritonkit.spec import DEFAULT_SPEC, Spec, load_spec
+
+
+def _write_spec(tmp_path: Path, mutate: object) -> Path:
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    mutate(data)  # type: ignore[operator]
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_load_spec_raises_naming_field_when_thresholds_are_reversed(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["pipelines"]["churn"]["risk_thresholds"] = {"medium": 0.7, "high": 0.4}
+    with pytest.raises(SpecError, match=r"risk_thresholds[\s\S]*must be below high"):
+        load_spec(_write_spec(tmp_path, mutate))
+
+
+def test_load_spec_raises_when_a_target_lacks_an_instance_count(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["pipelines"]["churn"]["steps"]["model"]["instances"] = {"embedded": 1}
+    with pytest.raises(SpecError, match="production"):
+        load_spec(_write_spec(tmp_path, mutate))
+
+
+def test_load_spec_raises_when_an_unknown_key_is_given(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["pipelines"]["churn"]["max_batch_sise"] = 8
+    with pytest.raises(SpecError, match="max_batch_sise"):
+        load_spec(_write_spec(tmp_path, mutate))
+
+
+@pytest.mark.parametrize("target", ["embedded", "production"])
+def test_every_rendered_config_parses_back_when_target_is_rendered(
+    repositories: dict[str, Path], target: str
+) -> None:
+    configs = sorted(repositories[target].glob("*/config.pbtxt"))
+    assert {p.parent.name for p in configs} == {"churn", "churn_preprocess", "churn_model"}
+    for path in configs:
+        config = read_config(path)
+        assert config.name == path.parent.name
+        assert config.max_batch_size > 0
+
+
+@pytest.mark.parametrize("target", ["embedded", "production"])
+def test_ensemble_interface_is_one_tensor_per_telco_column_when_rendered(
+    repositories: dict[str, Path], target: str
+) -> None:
+    config = read_config(repositories[target] / "churn" / "config.pbtxt")
+    assert config.platform == "ensemble"
+    inputs = {i.name: (mc.DataType.Name(i.data_type), list(i.dims)) for i in config.input}
+    assert inputs == {n: (TRITON_DTYPES[n], [1]) for n in ALL_FEATURES}
+    outputs = {o.name: (mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output}
+    assert outputs == {
+        "churn_probability": ("TYPE_FP32", [1]),
+        "risk_level": ("TYPE_STRING", [1]),
+        "model_version": ("TYPE_STRING", [1]),
+    }
+    steps = [s.model_name for s in config.ensemble_scheduling.step]
+    assert steps == ["churn_preprocess", "churn_model"]
+
+
+def test_production_model_step_uses_native_onnxruntime_on_gpu_with_tensorrt(
+    repositories: dict[str, Path], spec: Spec
+) -> None:
+    config = read_config(repositories["production"] / "churn_model" / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx"
+    assert not config.backend
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert config.instance_group[0].count == spec.pipelines["churn"].steps.model.instances[
+        "production"]
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accelerators] == ["tensorrt"]
+    assert accelerators[0].parameters["precision_mode"] == "FP32"
+    assert (repositories["production"] / "churn_model" / "1" / "model.onnx").exists()
+    assert not (repositories["production"] / "churn_model" / "1" / "model.py").exists()
+
+
+def test_embedded_model_step_is_python_onnxruntime_on_cpu(
+    repositories: dict[str, Path], spec: Spec
+) -> None:
+    config = read_config(repositories["embedded"] / "churn_model" / "config.pbtxt")
+    assert config.backend == "python"
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert (repositories["embedded"] / "churn_model" / "1" / "model.py").exists()
+
+
+@pytest.mark.parametrize("target", ["embedded", "production"])
+def test_steps_batch_dynamically_and_warm_up_from_spec(
+    repositories: dict[str, Path], spec: Spec, target: str
+) -> None:
+    churn = spec.pipelines["churn"]
+    for step in ("preprocess", "model"):
+        config = read_config(repositories[target] / f"churn_{step}" / "config.pbtxt")
+        assert config.HasField("dynamic_batching")
+        assert (config.dynamic_batching.max_queue_delay_microseconds
+                == getattr(churn.steps, step).dynamic_batching.max_queue_delay_us)
+        assert [w.batch_size for w in config.model_warmup] == list(churn.warmup_batch_sizes)
+        assert config.version_policy.latest.num_versions == churn.version_policy.latest
