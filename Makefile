@@ -21,10 +21,10 @@ REPOSITORY := model_repository/churn/config.pbtxt
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(STAMP) ## create .venv with the pinned dependencies (tritonserver comes from a wheel)
@@ -40,7 +40,7 @@ up: $(STAMP) $(REPOSITORY) ## serve the churn ensemble on this machine (no Docke
 		--metrics-port $(METRICS_PORT)
 
 down: ## stop a server started by `make up` in another terminal
-	-pkill -INT -f 'tritonkit.serve.cli' && echo "stopped"
+	-pkill -TERM -f 'tritonkit.serve.cli' && echo "stopped"
 
 predict: $(STAMP) ## predict the first test customers through a running `make up` (HTTP)
 	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)

@@ -54,3 +54,41 @@ def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
     bad["inputs"][0]["data"] = [-1]
     response = app.post("/v2/models/churn/infer", json=bad)
     assert response.status_code == 400 and "tenure" in response.get_json()["error"]
+
+
+@pytest.mark.integration
+def test_serve_cli_stops_server_and_exits_zero_when_sent_sigterm(
+    repositories: dict[str, Path],
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    http_port = free_port()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "tritonkit.serve.cli", "--model-repository",
+         str(repositories["embedded"]), "--http-port", str(http_port),
+         "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        banner = ""
+        while "Try it" not in banner:
+            line = cli.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"serve CLI exited early:\n{banner}"
+            banner += line
+        url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        time.sleep(0.5)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        cli.stdout.close()  # type: ignore[union-attr]

@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        server.stop(check=False)
-        sys.exit(0)
+    # SIGTERM (make down, a supervisor) stops like Ctrl-C. The handler only raises: calling
+    # stop() inside it would re-enter Popen.wait(), which the main thread is blocked in.
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"""
 Triton is serving the `churn` ensemble (Ctrl-C stops it)
   HTTP     {server.http_url}   (KServe v2)
@@ -101,8 +101,13 @@ Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
     -d '{EXAMPLE_BODY}'
 """, flush=True)
-    code = server.wait()
-    print(f"tritonserver exited with code {code}; last log lines:\n{server.log_tail()}",
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        logger.info("stopping tritonserver")
+        server.stop(check=False)
+        return 0
+    print(f"tritonserver exited by itself with code {code}; log:\n{server.log_tail()}",
           file=sys.stderr)
     return 1
 
