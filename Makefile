@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 REPOSITORY := model_repository/churn/config.pbtxt
 
-.PHONY: help setup build-engines up down test lint bench predict compose-config clean
+.PHONY: help setup system-deps build-engines up down test lint bench predict compose-config clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,13 +29,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv with the pinned dependencies (tritonserver comes from a wheel)
 
+system-deps: ## Debian packages that make serving faster and benchmarks possible: jemalloc, wrk
+	@if [ ! -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || ! command -v wrk >/dev/null; then \
+		{ apt-get update -qq && apt-get install -y -qq libjemalloc2 wrk; } >/dev/null 2>&1 \
+		|| echo "note: could not apt-get install libjemalloc2 wrk (not root?); serving still works"; \
+	fi
+
 $(REPOSITORY): $(STAMP)
 	$(PY) scripts/build_engines.py
 
 build-engines: $(STAMP) ## train/export/check the models and render both model repositories
 	$(PY) scripts/build_engines.py
 
-up: $(STAMP) $(REPOSITORY) ## serve the churn ensemble on this machine (no Docker, no GPU), foreground
+up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble on this machine (no Docker, no GPU), foreground
 	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--metrics-port $(METRICS_PORT)
 
@@ -52,7 +58,7 @@ lint: $(STAMP) ## ruff and mypy
 test: $(STAMP) lint ## lint, then every test (starts real tritonserver processes on free ports)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk (needs wrk)
+bench: $(STAMP) system-deps $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/serving.py --duration-s $(BENCH_DURATION_S)
 

@@ -61,28 +61,41 @@ def in_process(
     return predict(session(str(artifacts.onnx)), schema.encode(columns))
 
 
+def split_spec(spec: Spec) -> Spec:
+    """The spec with the embedded target's python steps kept apart (preprocess -> model)."""
+    embedded = spec.targets["embedded"].model_copy(update={"fuse_python_steps": False})
+    return spec.model_copy(update={"targets": {**spec.targets, "embedded": embedded}})
+
+
 @pytest.fixture(scope="session")
 def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest.TempPathFactory
                  ) -> dict[str, Path]:
-    """Both targets rendered into temporary folders."""
+    """Both targets rendered into temporary folders, plus `embedded_split`: the embedded
+    target without fused python steps."""
     out = {}
     for target in spec.targets:
         folder = tmp_path_factory.mktemp(f"repo-{target}")
         render_repository(spec, target, folder)
         out[target] = folder
+    out["embedded_split"] = tmp_path_factory.mktemp("repo-embedded-split")
+    render_repository(split_spec(spec), "embedded", out["embedded_split"])
     return out
+
+
+def serve(repository: Path, log_dir: Path) -> TritonServer:
+    """Start a real tritonserver on free ports."""
+    settings = ServerSettings(
+        model_repository=repository,
+        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        log_file=log_dir / "tritonserver.log",
+    )
+    return TritonServer(settings).start(timeout_s=120)
 
 
 @pytest.fixture(scope="session")
 def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[TritonServer]:
-    """A real tritonserver serving the embedded repository on free ports."""
-    settings = ServerSettings(
-        model_repository=repositories["embedded"],
-        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        log_file=tmp_path_factory.mktemp("triton") / "tritonserver.log",
-    )
-    server = TritonServer(settings)
-    server.start(timeout_s=120)
+    """A real tritonserver serving the embedded repository (what `make up` serves)."""
+    server = serve(repositories["embedded"], tmp_path_factory.mktemp("triton"))
     yield server
     server.stop(check=True)

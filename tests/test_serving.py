@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from tritonkit.client.churn import ChurnClient
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Pipeline
+
+from .conftest import serve
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +64,22 @@ def test_risk_levels_follow_spec_thresholds_when_probabilities_span_them(
     assert (levels[p >= t.high] == "high").all()
     assert (levels[(p >= t.medium) & (p < t.high)] == "medium").all()
     assert (levels[p < t.medium] == "low").all()
+
+
+def test_split_layout_matches_in_process_onnx_when_steps_are_not_fused(
+    repositories: dict[str, Path], tmp_path: Path, customers: list[dict[str, Any]],
+    in_process: dict[str, np.ndarray],
+) -> None:
+    # preprocess -> model as two python steps: the layout of a target without fusing, and
+    # the code path of the standalone onnxruntime step.
+    server = serve(repositories["embedded_split"], tmp_path)
+    try:
+        client = _client(server, "grpc")
+        predictions = client.predict(customers, batch_size=50)
+        client.close()
+    finally:
+        server.stop()
+    got = np.array([p.churn_probability for p in predictions])
+    np.testing.assert_allclose(got, in_process["churn_probability"].reshape(-1), atol=1e-6)
+    levels = np.array([p.risk_level for p in predictions])
+    np.testing.assert_array_equal(levels, in_process["risk_level"].reshape(-1))

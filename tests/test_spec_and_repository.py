@@ -43,19 +43,26 @@ def test_load_spec_raises_when_an_unknown_key_is_given(tmp_path: Path) -> None:
         load_spec(_write_spec(tmp_path, mutate))
 
 
-@pytest.mark.parametrize("target", ["embedded", "production"])
+LAYOUTS = {
+    "embedded": ["churn_pipeline"],
+    "embedded_split": ["churn_preprocess", "churn_model"],
+    "production": ["churn_preprocess", "churn_model"],
+}
+
+
+@pytest.mark.parametrize("target", list(LAYOUTS))
 def test_every_rendered_config_parses_back_when_target_is_rendered(
     repositories: dict[str, Path], target: str
 ) -> None:
     configs = sorted(repositories[target].glob("*/config.pbtxt"))
-    assert {p.parent.name for p in configs} == {"churn", "churn_preprocess", "churn_model"}
+    assert {p.parent.name for p in configs} == {"churn", *LAYOUTS[target]}
     for path in configs:
         config = read_config(path)
         assert config.name == path.parent.name
         assert config.max_batch_size > 0
 
 
-@pytest.mark.parametrize("target", ["embedded", "production"])
+@pytest.mark.parametrize("target", list(LAYOUTS))
 def test_ensemble_interface_is_one_tensor_per_telco_column_when_rendered(
     repositories: dict[str, Path], target: str
 ) -> None:
@@ -70,7 +77,7 @@ def test_ensemble_interface_is_one_tensor_per_telco_column_when_rendered(
         "model_version": ("TYPE_STRING", [1]),
     }
     steps = [s.model_name for s in config.ensemble_scheduling.step]
-    assert steps == ["churn_preprocess", "churn_model"]
+    assert steps == LAYOUTS[target]
 
 
 def test_production_model_step_uses_native_onnxruntime_on_gpu_with_tensorrt(
@@ -89,22 +96,34 @@ def test_production_model_step_uses_native_onnxruntime_on_gpu_with_tensorrt(
     assert not (repositories["production"] / "churn_model" / "1" / "model.py").exists()
 
 
-def test_embedded_model_step_is_python_onnxruntime_on_cpu(
-    repositories: dict[str, Path], spec: Spec
+@pytest.mark.parametrize(("target", "step"), [("embedded", "churn_pipeline"),
+                                            ("embedded_split", "churn_model")])
+def test_embedded_model_runs_in_python_onnxruntime_step_on_cpu(
+    repositories: dict[str, Path], target: str, step: str
 ) -> None:
-    config = read_config(repositories["embedded"] / "churn_model" / "config.pbtxt")
+    config = read_config(repositories[target] / step / "config.pbtxt")
     assert config.backend == "python"
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-    assert (repositories["embedded"] / "churn_model" / "1" / "model.py").exists()
+    assert (repositories[target] / step / "1" / "model.py").exists()
+    assert (repositories[target] / step / "1" / "model.onnx").exists()
+    assert {o.name for o in config.output} == {"churn_probability", "risk_level", "model_version"}
 
 
-@pytest.mark.parametrize("target", ["embedded", "production"])
+def test_load_spec_raises_when_fusing_a_native_onnxruntime_target(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["targets"]["production"]["fuse_python_steps"] = True
+    with pytest.raises(SpecError, match="fuse_python_steps needs onnx_runtime: python"):
+        load_spec(_write_spec(tmp_path, mutate))
+
+
+@pytest.mark.parametrize("target", list(LAYOUTS))
 def test_steps_batch_dynamically_and_warm_up_from_spec(
     repositories: dict[str, Path], spec: Spec, target: str
 ) -> None:
     churn = spec.pipelines["churn"]
-    for step in ("preprocess", "model"):
-        config = read_config(repositories[target] / f"churn_{step}" / "config.pbtxt")
+    # A fused step takes the preprocess step's settings.
+    for model, step in zip(LAYOUTS[target], ("preprocess", "model"), strict=False):
+        config = read_config(repositories[target] / model / "config.pbtxt")
         assert config.HasField("dynamic_batching")
         assert (config.dynamic_batching.max_queue_delay_microseconds
                 == getattr(churn.steps, step).dynamic_batching.max_queue_delay_us)

@@ -36,6 +36,20 @@ class Target(_Frozen):
         description="python: a python-backend step calls onnxruntime; else Triton's native backend"
     )
     gpu: bool
+    fuse_python_steps: bool = Field(
+        False,
+        description="run preprocessing and the ONNX model in one python step (one hop, not two); "
+        "only where onnx_runtime is python",
+    )
+
+    @model_validator(mode="after")
+    def _fusable(self) -> Target:
+        if self.fuse_python_steps and self.onnx_runtime != "python":
+            raise ValueError(
+                "fuse_python_steps needs onnx_runtime: python (a native onnxruntime model "
+                "cannot share a python step)"
+            )
+        return self
 
 
 class DynamicBatching(_Frozen):

@@ -1,9 +1,14 @@
 """Render a Triton model repository for one target from the spec and the build artefacts.
 
-For the churn pipeline it writes three models: `churn_preprocess` (python step: validation and
-encoding), `churn_model` (the ONNX classifier with its postprocessing head: a python step that
-calls onnxruntime on the embedded target, Triton's native onnxruntime backend with TensorRT in
-production) and the ensemble `churn` that clients call::
+For the churn pipeline it writes the ensemble `churn` that clients call and its steps:
+
+- split (production): `churn_preprocess` (python: validation and encoding) then `churn_model`
+  (the ONNX classifier with its postprocessing head on Triton's native onnxruntime backend,
+  TensorRT on GPUs; or a python step calling onnxruntime where no native backend exists);
+- fused (`fuse_python_steps`, embedded): `churn_pipeline`, one python step that validates,
+  encodes and runs the same ONNX graph, saving a python hop.
+
+::
 
     render_repository(load_spec(), "embedded")    # -> model_repository/
 """
@@ -41,6 +46,7 @@ def step_names(pipeline_name: str) -> dict[str, str]:
         "ensemble": pipeline_name,
         "preprocess": f"{pipeline_name}_preprocess",
         "model": f"{pipeline_name}_model",
+        "fused": f"{pipeline_name}_pipeline",
     }
 
 
@@ -89,59 +95,66 @@ def _render_churn(
     version = str(pipeline.version)
     written = []
 
-    # preprocess: python on every target
-    pre_dir = repository / names["preprocess"]
-    shutil.rmtree(pre_dir, ignore_errors=True)
+    for stale in names.values():
+        shutil.rmtree(repository / stale, ignore_errors=True)
+    features_tensor = cfg.tensor(INPUT_NAME, "TYPE_FP32", [schema.width])
+
+    # preprocess: python on every target; with the ONNX graph inside when fused
+    pre_name = names["fused"] if target.fuse_python_steps else names["preprocess"]
+    pre_dir = repository / pre_name
     (pre_dir / version).mkdir(parents=True)
     shutil.copy2(STEPS_DIR / "preprocess.py", pre_dir / version / "model.py")
     shutil.copy2(Path(features_module.__file__), pre_dir / version / "features.py")
     shutil.copy2(paths.schema, pre_dir / version / "feature_schema.json")
-    features_tensor = cfg.tensor(INPUT_NAME, "TYPE_FP32", [schema.width])
+    if target.fuse_python_steps:
+        shutil.copy2(paths.onnx, pre_dir / version / "model.onnx")
     written.append(cfg.write_config(cfg.python_step_config(
-        name=names["preprocess"], pipeline=pipeline, step=pipeline.steps.preprocess,
-        target=target_name, inputs=_raw_inputs(schema), outputs=[features_tensor],
+        name=pre_name, pipeline=pipeline, step=pipeline.steps.preprocess,
+        target=target_name, inputs=_raw_inputs(schema),
+        outputs=list(OUTPUTS) if target.fuse_python_steps else [features_tensor],
         warmup=_write_warmup_files(pre_dir, schema, pipeline.warmup_batch_sizes),
     ), pre_dir))
+    steps: list[tuple[str, dict[str, str], dict[str, str]]] = [(
+        pre_name, {n: n for n in schema.names},
+        {o: o for o in OUTPUT_NAMES} if target.fuse_python_steps else {INPUT_NAME: INPUT_NAME},
+    )]
 
-    # model: the ONNX graph, on onnxruntime one way or the other
-    model_dir = repository / names["model"]
-    shutil.rmtree(model_dir, ignore_errors=True)
-    (model_dir / version).mkdir(parents=True)
-    shutil.copy2(paths.onnx, model_dir / version / "model.onnx")
-    model_warmup: list[dict[str, object]] = [
-        {"name": f"zeros_batch_{b}", "batch_size": b,
-         "inputs": {INPUT_NAME: {"data_type": "TYPE_FP32", "dims": [schema.width],
-                                 "zero_data": True}}}
-        for b in pipeline.warmup_batch_sizes
-    ]
-    if target.onnx_runtime == "python":
-        shutil.copy2(STEPS_DIR / "onnx_model.py", model_dir / version / "model.py")
-        model_config = cfg.python_step_config(
-            name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
-            target=target_name, inputs=[features_tensor], outputs=OUTPUTS,
-            parameters={"intra_op_num_threads": "1"}, warmup=model_warmup,
-        )
-    else:
-        model_config = cfg.onnx_step_config(
-            name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
-            target=target_name, gpu=target.gpu, inputs=[features_tensor], outputs=OUTPUTS,
-            warmup=model_warmup,
-        )
-    written.append(cfg.write_config(model_config, model_dir))
+    # model: the ONNX graph on onnxruntime, as a step of its own
+    if not target.fuse_python_steps:
+        model_dir = repository / names["model"]
+        (model_dir / version).mkdir(parents=True)
+        shutil.copy2(paths.onnx, model_dir / version / "model.onnx")
+        model_warmup: list[dict[str, object]] = [
+            {"name": f"zeros_batch_{b}", "batch_size": b,
+             "inputs": {INPUT_NAME: {"data_type": "TYPE_FP32", "dims": [schema.width],
+                                     "zero_data": True}}}
+            for b in pipeline.warmup_batch_sizes
+        ]
+        if target.onnx_runtime == "python":
+            shutil.copy2(STEPS_DIR / "onnx_model.py", model_dir / version / "model.py")
+            model_config = cfg.python_step_config(
+                name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
+                target=target_name, inputs=[features_tensor], outputs=OUTPUTS,
+                parameters={"intra_op_num_threads": "1"}, warmup=model_warmup,
+            )
+        else:
+            model_config = cfg.onnx_step_config(
+                name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
+                target=target_name, gpu=target.gpu, inputs=[features_tensor], outputs=OUTPUTS,
+                warmup=model_warmup,
+            )
+        written.append(cfg.write_config(model_config, model_dir))
+        steps.append((names["model"], {INPUT_NAME: INPUT_NAME}, {o: o for o in OUTPUT_NAMES}))
 
     # the ensemble clients call
     ensemble_dir = repository / names["ensemble"]
-    shutil.rmtree(ensemble_dir, ignore_errors=True)
     (ensemble_dir / version).mkdir(parents=True)
     written.append(cfg.write_config(cfg.ensemble_config(
         name=names["ensemble"],
         max_batch_size=pipeline.max_batch_size,
         inputs=_raw_inputs(schema),
         outputs=OUTPUTS,
-        steps=[
-            (names["preprocess"], {n: n for n in schema.names}, {INPUT_NAME: INPUT_NAME}),
-            (names["model"], {INPUT_NAME: INPUT_NAME}, {o: o for o in OUTPUT_NAMES}),
-        ],
+        steps=steps,
     ), ensemble_dir))
     return written
 

@@ -31,6 +31,14 @@ from tritonkit.errors import ServerStartError, ServerStopError
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: Allocators preloaded into tritonserver, the first one present wins. glibc malloc/free took
+#: ~30 % of tritonserver's CPU at concurrency 64 (perf); jemalloc raised throughput ~25 %
+#: (bench/serving.py). Triton's own docs recommend jemalloc or tcmalloc. Debian: libjemalloc2.
+ALLOCATORS = (
+    Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+    Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
+    Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"),
+)
 #: Log lines tritonserver writes on every machine without a GPU; not the reason for a failure.
 _CPU_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 
@@ -50,6 +58,11 @@ class ServerSettings:
     # Each python-backend model instance gets a shared-memory region of this size for tensors.
     python_shm_default_byte_size: int = 4 * 1024 * 1024
     cache_size_bytes: int = 0
+    # Latency quantiles (Prometheus summaries) cost ~23 % of tritonserver's CPU at concurrency 64
+    # (perf: prometheus::Summary::Observe on every request of every model); off by default.
+    summary_latencies: bool = False
+    # Preload jemalloc/tcmalloc (see ALLOCATORS) when one is installed.
+    preload_allocator: bool = True
     extra_args: tuple[str, ...] = ()
 
 
@@ -100,7 +113,12 @@ def prepare_backend_directory(target: Path) -> Path:
     return target
 
 
-def server_environment() -> dict[str, str]:
+def find_allocator() -> Path | None:
+    """The first allocator of ALLOCATORS installed on this machine, if any."""
+    return next((path for path in ALLOCATORS if path.exists()), None)
+
+
+def server_environment(preload_allocator: bool = True) -> dict[str, str]:
     """Environment for tritonserver and the python stubs it spawns.
 
     Workaround (Triton 2.51 from the pytriton wheel): the stub links `libcudart` from the wheel's
@@ -123,6 +141,12 @@ def server_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Each step is one process per instance; extra BLAS/ORT threads only fight over the cores.
     env.setdefault("OMP_NUM_THREADS", "1")
+    allocator = find_allocator() if preload_allocator else None
+    if allocator is not None:
+        env["LD_PRELOAD"] = ":".join(filter(None, [str(allocator), env.get("LD_PRELOAD")]))
+    elif preload_allocator:
+        logger.info("no jemalloc/tcmalloc found: `apt-get install libjemalloc2` makes "
+                    "tritonserver ~25 % faster under load")
     return env
 
 
@@ -176,7 +200,7 @@ class TritonServer:
             f"--metrics-address={s.host}",
             f"--metrics-port={s.metrics_port}",
             "--allow-gpu-metrics=false",
-            "--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_latencies={str(s.summary_latencies).lower()}",
             f"--log-verbose={s.log_verbose}",
             f"--backend-config=python,shm-default-byte-size={s.python_shm_default_byte_size}",
         ]
@@ -206,7 +230,7 @@ class TritonServer:
             cmd,
             stdout=log_handle,
             stderr=subprocess.STDOUT,
-            env=server_environment(),
+            env=server_environment(self.settings.preload_allocator),
             preexec_fn=_die_with_parent,
         )
         try:
