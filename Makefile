@@ -46,7 +46,7 @@ up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble on this machi
 		--metrics-port $(METRICS_PORT)
 
 down: ## stop a server started by `make up` in another terminal
-	-pkill -TERM -f 'tritonkit.serve.cli' && echo "stopped"
+	@pkill -TERM -f '[t]ritonkit.serve.cli' && echo stopped || echo "no server from make up is running"
 
 predict: $(STAMP) ## predict the first test customers through a running `make up` (HTTP)
 	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)
