@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Serving benchmark: the `churn` ensemble on Triton against the naive Flask server, side by side.
 
-Both servers get the same KServe v2 JSON bodies (real test customers, rotated) from `wrk`, a
-C load generator, in the same run on the same machine. Prints a table and the ratios that the
-goals are stated in (throughput at concurrency 64, p50 at concurrency 1)::
+The ensemble is measured in both embedded layouts (fused: one python step, as `make up` serves
+it; split: preprocess and model as two python steps). All servers get the same KServe v2 JSON
+bodies (real test customers, rotated) from `wrk`, a C load generator, in the same run on the
+same machine. Prints a table and the ratios that the goals are stated in (throughput at
+concurrency 64, p50 at concurrency 1)::
 
     python bench/serving.py --duration-s 10        # make bench
 """
@@ -23,26 +25,18 @@ import urllib.request
 from pathlib import Path
 
 from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import columns_from_rows, read_customers
-from tritonkit.features import ALL_FEATURES, TRITON_DTYPES
+from tritonkit.client.churn import kserve_json_inputs, read_customers
 from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 from tritonkit.spec import load_spec
 
 logger = logging.getLogger("bench")
-_WIRE = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def kserve_body(customer: dict[str, object]) -> str:
-    """One customer as KServe v2 JSON, each value in its input's declared dtype."""
-    columns = columns_from_rows([customer])
-    inputs = []
-    for n in ALL_FEATURES:
-        value = columns[n].item()
-        inputs.append({"name": n, "shape": [1, 1], "datatype": _WIRE[TRITON_DTYPES[n]],
-                       "data": [value.decode() if isinstance(value, bytes) else value]})
-    return json.dumps({"inputs": inputs}, separators=(",", ":"))
+    """One customer as a compact KServe v2 JSON body."""
+    return json.dumps({"inputs": kserve_json_inputs(customer)}, separators=(",", ":"))
 
 
 def write_lua(bodies: list[str], folder: Path) -> Path:
@@ -125,8 +119,11 @@ def main() -> int:
     customers = read_customers(artifacts.test_rows)[: args.customers]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     lua = write_lua([kserve_body(c) for c in customers], work)
-    repository = work / "model_repository"
-    render_repository(spec, "embedded", repository)
+    repositories = {}
+    for layout, fused in (("fused", True), ("split", False)):
+        repositories[layout] = work / f"model_repository_{layout}"
+        render_repository(spec.with_fused_steps("embedded", fused), "embedded",
+                          repositories[layout])
 
     results: dict[str, list[dict[str, float]]] = {}
     port = free_port()
@@ -141,14 +138,16 @@ def main() -> int:
     finally:
         naive.terminate()
         naive.wait()
-    settings = ServerSettings(model_repository=repository, http_port=free_port(),
-                              grpc_port=free_port(), metrics_port=free_port())
-    with TritonServer(settings) as server:
-        results["triton_ensemble"] = measure(
-            "triton", f"{server.http_url}/v2/models/churn/infer", lua, args.duration_s)
+    for layout, repository in repositories.items():
+        settings = ServerSettings(model_repository=repository, http_port=free_port(),
+                                  grpc_port=free_port(), metrics_port=free_port())
+        with TritonServer(settings) as server:
+            results[f"triton_{layout}"] = measure(
+                f"triton {layout}", f"{server.http_url}/v2/models/churn/infer", lua,
+                args.duration_s)
 
     naive_c1, naive_c64 = results["naive_flask"]
-    triton_c1, triton_c64 = results["triton_ensemble"]
+    triton_c1, triton_c64 = results["triton_fused"]
     ratios = {
         "throughput_ratio_c64": triton_c64["requests_per_s"] / naive_c64["requests_per_s"],
         "p50_ratio_c1": triton_c1["p50_ms"] / naive_c1["p50_ms"],
@@ -159,6 +158,8 @@ def main() -> int:
         for r in rows:
             print(f"{name:<16} {r['connections']:>3.0f} {r['requests_per_s']:>9.0f} "
                   f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['non_2xx']:>8.0f}")
+    print("\ntriton_fused is what `make up` serves (one python step); triton_split keeps")
+    print("preprocess and model as two python steps (fuse_python_steps: false).")
     print(f"\nthroughput at c=64, Triton / naive: {ratios['throughput_ratio_c64']:.2f}x "
           f"(goal >= 10x, with Triton p99 {ratios['triton_p99_ms_c64']:.1f} ms; goal <= 10 ms)")
     print(f"p50 at c=1, Triton / naive:        {ratios['p50_ratio_c1']:.2f}x (goal <= 1.0x)")

@@ -61,12 +61,6 @@ def in_process(
     return predict(session(str(artifacts.onnx)), schema.encode(columns))
 
 
-def split_spec(spec: Spec) -> Spec:
-    """The spec with the embedded target's python steps kept apart (preprocess -> model)."""
-    embedded = spec.targets["embedded"].model_copy(update={"fuse_python_steps": False})
-    return spec.model_copy(update={"targets": {**spec.targets, "embedded": embedded}})
-
-
 @pytest.fixture(scope="session")
 def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest.TempPathFactory
                  ) -> dict[str, Path]:
@@ -78,7 +72,8 @@ def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest
         render_repository(spec, target, folder)
         out[target] = folder
     out["embedded_split"] = tmp_path_factory.mktemp("repo-embedded-split")
-    render_repository(split_spec(spec), "embedded", out["embedded_split"])
+    render_repository(spec.with_fused_steps("embedded", False), "embedded",
+                      out["embedded_split"])
     return out
 
 

@@ -16,22 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.features import ALL_FEATURES, TRITON_DTYPES
+from tritonkit.client.churn import kserve_json_inputs
 from tritonkit.serve.server import TritonServer
 
 pytestmark = pytest.mark.integration
-_WIRE = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
 
 
 def body_for(customer: dict[str, Any]) -> dict[str, Any]:
-    inputs = []
-    for name in ALL_FEATURES:
-        value = customer[name]
-        if TRITON_DTYPES[name] == "TYPE_INT32":
-            value = int(value)
-        inputs.append({"name": name, "shape": [1, 1], "datatype": _WIRE[TRITON_DTYPES[name]],
-                       "data": [value]})
-    return {"inputs": inputs}
+    return {"inputs": kserve_json_inputs(customer)}
 
 
 def post(triton: TritonServer, payload: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -44,7 +36,8 @@ def post(triton: TritonServer, payload: bytes | dict[str, Any]) -> tuple[int, di
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        with exc:  # an unclosed error response is a ResourceWarning (an error here) at GC
+            return exc.code, json.loads(exc.read())
 
 
 def probability(answer: dict[str, Any]) -> float:

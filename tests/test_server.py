@@ -83,7 +83,9 @@ def test_serve_cli_stops_server_and_exits_zero_when_sent_sigterm(
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
         cli.send_signal(signal.SIGTERM)
-        assert cli.wait(timeout=60) == 0
+        code = cli.wait(timeout=60)
+        rest = cli.stdout.read()  # type: ignore[union-attr]
+        assert code == 0, f"serve CLI exited with {code}:\n{banner}{rest}"
         time.sleep(0.5)
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=2)

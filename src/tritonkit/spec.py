@@ -161,6 +161,12 @@ class Spec(_Frozen):
         return self
 
 
+    def with_fused_steps(self, target: TargetName, fused: bool) -> Spec:
+        """A copy of the spec with `fuse_python_steps` of one target set (benchmarks, tests)."""
+        changed = self.targets[target].model_copy(update={"fuse_python_steps": fused})
+        return self.model_copy(update={"targets": {**self.targets, target: changed}})
+
+
 def load_spec(path: Path = DEFAULT_SPEC) -> Spec:
     """Load and check the spec; the error says which field is wrong and why."""
     try:

@@ -21,7 +21,8 @@ from tritonkit.features import ALL_FEATURES, CATEGORICAL_FEATURES, NUMPY_DTYPES,
 Protocol = Literal["http", "grpc"]
 MODEL_NAME = "churn"
 OUTPUTS = ("churn_probability", "risk_level", "model_version")
-_WIRE_TYPES = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
+#: KServe v2 datatype of each Triton config type the ensemble uses.
+KSERVE_DATATYPES = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,19 @@ def columns_from_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray
     return columns
 
 
+def kserve_json_inputs(customer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One customer as the `inputs` list of a KServe v2 JSON request (curl, wrk, tests)."""
+    columns = columns_from_rows([customer])
+    inputs = []
+    for name in ALL_FEATURES:
+        value = columns[name].item()
+        inputs.append({
+            "name": name, "shape": [1, 1], "datatype": KSERVE_DATATYPES[TRITON_DTYPES[name]],
+            "data": [value.decode() if isinstance(value, bytes) else value],
+        })
+    return inputs
+
+
 class ChurnClient:
     """Calls the ensemble; one request per `batch_size` customers."""
 
@@ -105,7 +119,7 @@ class ChurnClient:
         """
         inputs = []
         for name, array in columns.items():
-            wire = _WIRE_TYPES.get(TRITON_DTYPES.get(name, ""), "BYTES")
+            wire = KSERVE_DATATYPES.get(TRITON_DTYPES.get(name, ""), "BYTES")
             item = self._module.InferInput(name, list(array.shape), wire)
             item.set_data_from_numpy(array)
             inputs.append(item)

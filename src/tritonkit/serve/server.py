@@ -247,6 +247,7 @@ class TritonServer:
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as resp:
                 return bool(resp.status == 200)
         except urllib.error.HTTPError as exc:
+            exc.close()
             if exc.code in (400, 503):
                 return False
             raise
