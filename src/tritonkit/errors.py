@@ -32,5 +32,9 @@ class ServerStartError(TritonKitError):
     """tritonserver could not be started or did not become ready in time."""
 
 
+class ServerInterrupted(TritonKitError):
+    """A stop was requested (SIGTERM, Ctrl-C) while tritonserver was still starting."""
+
+
 class ServerStopError(TritonKitError):
     """tritonserver did not exit cleanly."""

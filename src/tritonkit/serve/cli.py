@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from tritonkit.errors import TritonKitError
+from tritonkit.errors import ServerInterrupted, TritonKitError
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.serve.server import ServerSettings, TritonServer
 
@@ -78,18 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
     ))
+    # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
+    # poll; the shutdown itself runs here, in the main flow.
+    def _request_stop(signum: int, frame: FrameType | None) -> None:
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     try:
         server.start(timeout_s=args.start_timeout_s)
+    except ServerInterrupted:
+        return 0
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-    # SIGTERM (make down, a supervisor) stops like Ctrl-C. The handler only raises: calling
-    # stop() inside it would re-enter Popen.wait(), which the main thread is blocked in.
-    def _interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
     print(f"""
 Triton is serving the `churn` ensemble (Ctrl-C stops it)
   HTTP     {server.http_url}   (KServe v2)
@@ -101,16 +103,14 @@ Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
     -d '{EXAMPLE_BODY}'
 """, flush=True)
-    try:
-        code = server.wait()
-    except KeyboardInterrupt:
+    code = server.wait()
+    if code is None:
         logger.info("stopping tritonserver")
         server.stop(check=False)
         return 0
     print(f"tritonserver exited by itself with code {code}; log:\n{server.log_tail()}",
           file=sys.stderr)
     return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
-from tritonkit.errors import ServerStartError, ServerStopError
+from tritonkit.errors import ServerInterrupted, ServerStartError, ServerStopError
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-"))
         self.log_file = settings.log_file or self._workdir / "tritonserver.log"
         self._log_handle: object | None = None
+        self._served = False  # became ready at least once
+        self._stop_requested = False
 
     @property
     def http_url(self) -> str:
@@ -238,6 +240,7 @@ class TritonServer:
         except BaseException:
             self.stop(check=False)
             raise
+        self._served = True
         logger.info("tritonserver ready: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
         return self
 
@@ -254,10 +257,16 @@ class TritonServer:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def request_stop(self) -> None:
+        """Ask `start()` or `wait()` to return early; safe to call from a signal handler."""
+        self._stop_requested = True
+
     def wait_ready(self, timeout_s: float) -> None:
         """Poll readiness until `timeout_s`; raise with the log's tail if the server died."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self._stop_requested:
+                raise ServerInterrupted("stop requested while tritonserver was starting")
             if self._process is not None and self._process.poll() is not None:
                 raise ServerStartError(
                     f"tritonserver exited with code {self._process.returncode} during start-up; "
@@ -285,18 +294,39 @@ class TritonServer:
             return "errors:\n" + "".join(errors[-10:]) + "\nlast lines:\n" + tail
         return tail
 
-    def wait(self) -> int:
-        """Block until the server exits (used by `make up`); returns its exit code."""
-        if self._process is None:
+    def wait(self, poll_s: float = 0.2) -> int | None:
+        """Block until the server exits or `request_stop()` is called (used by `make up`).
+
+        Returns:
+            The server's exit code, or None when a stop was requested (then call `stop()`).
+        """
+        process = self._process
+        if process is None:
             raise ServerStopError("tritonserver is not running")
-        return self._process.wait()
+        # Polling rather than Popen.wait(): a signal handler only sets a flag, so no exception
+        # has to travel through subprocess internals, and nothing re-enters Popen.wait().
+        while not self._stop_requested:
+            code = process.poll()
+            if code is not None:
+                return code
+            time.sleep(poll_s)
+        return None
 
     def stop(self, timeout_s: float = 30.0, check: bool = True) -> None:
-        """SIGINT, wait up to `timeout_s`, then SIGKILL. Raises if the exit was unclean."""
+        """SIGINT, wait up to `timeout_s`, then SIGKILL. Raises if the exit was unclean.
+
+        A server that never became ready is killed at once: tritonserver 2.51 ignores a SIGINT
+        that arrives while it is still starting, and there are no requests to drain yet.
+        """
         process, self._process = self._process, None
+        served, self._served = self._served, False
+        self._stop_requested = False
         if process is None:
             return
-        if process.poll() is None:
+        if process.poll() is None and not served:
+            process.kill()
+            process.wait()
+        elif process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=timeout_s)

