@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tritonkit.errors import ServerInterrupted, ServerStartError, ServerStopError
+from tritonkit.paths import CACHE
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ def prepare_backend_directory(target: Path) -> Path:
     ):
         destination = python_dir / path.name
         if not destination.exists() or destination.stat().st_size != path.stat().st_size:
-            shutil.copy2(path, destination)
+            # Copy then rename, so a server starting at the same time never sees half a file.
+            partial = destination.with_name(f".{path.name}.{os.getpid()}")
+            shutil.copy2(path, partial)
+            os.replace(partial, destination)
     return target
 
 
@@ -164,8 +168,8 @@ class TritonServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._process: subprocess.Popen[bytes] | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-"))
-        self.log_file = settings.log_file or self._workdir / "tritonserver.log"
+        self.log_file = settings.log_file or Path(
+            tempfile.mkdtemp(prefix="tritonkit-")) / "tritonserver.log"
         self._log_handle: object | None = None
         self._served = False  # became ready at least once
         self._stop_requested = False
@@ -185,7 +189,8 @@ class TritonServer:
     def command(self) -> list[str]:
         """The full tritonserver command line."""
         s = self.settings
-        backend_dir = prepare_backend_directory(self._workdir / "backends")
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        backend_dir = prepare_backend_directory(CACHE / "triton-backends" / f"python{version}")
         cmd = [
             str(tritonserver_binary()),
             f"--model-repository={s.model_repository.resolve()}",
