@@ -129,3 +129,21 @@ def test_steps_batch_dynamically_and_warm_up_from_spec(
                 == getattr(churn.steps, step).dynamic_batching.max_queue_delay_us)
         assert [w.batch_size for w in config.model_warmup] == list(churn.warmup_batch_sizes)
         assert config.version_policy.latest.num_versions == churn.version_policy.latest
+
+
+def test_compose_serves_the_production_repository_that_the_spec_renders(spec: Spec) -> None:
+    import shutil
+    import subprocess
+
+    from tritonkit.paths import PROJECT_ROOT
+
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    triton = compose["services"]["triton"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in triton["volumes"]}
+    assert Path(mounts["/models"]) == Path(".") / spec.targets["production"].repository
+    assert "--model-repository=/models" in triton["command"]
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    if shutil.which("docker-compose"):  # the schema check needs the tool; CI may not have it
+        subprocess.run(["docker-compose", "-f", str(PROJECT_ROOT / "docker-compose.yml"),
+                        "config", "-q"], check=True, capture_output=True)
