@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 REPOSITORY := model_repository/churn/config.pbtxt
 
-.PHONY: help setup system-deps build-engines up down test lint bench predict compose-config clean
+.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench predict compose-config clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ lint: $(STAMP) ## ruff and mypy
 
 test: $(STAMP) lint ## lint, then every test (starts real tritonserver processes on free ports)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## tests that start no server (seconds once the artefacts exist)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## tests against real tritonserver processes on free ports
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }

@@ -1,7 +1,9 @@
 """Shared fixtures: the spec, the build artefacts, a rendered repository and a real tritonserver.
 
-The artefacts are built once (about 10 s) if `make build-engines` has not made them; the
-repository is rendered into a temporary folder and served on free ports.
+The artefacts are built once (about 40 s) if `make build-engines` has not made them; the
+repository is rendered into a temporary folder and served on free ports. Tests under
+`integration/` start real tritonserver processes and carry the `integration` marker; tests under
+`unit/` start no server (`make test-unit`, `make test-integration`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from tritonkit.client.churn import read_customers
 from tritonkit.export.onnx_export import predict, session
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Pipeline, Spec, load_spec
+
+from .support import serve
 
 
 @pytest.fixture(scope="session")
@@ -77,16 +81,6 @@ def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest
     return out
 
 
-def serve(repository: Path, log_dir: Path) -> TritonServer:
-    """Start a real tritonserver on free ports."""
-    settings = ServerSettings(
-        model_repository=repository,
-        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        log_file=log_dir / "tritonserver.log",
-    )
-    return TritonServer(settings).start(timeout_s=120)
-
-
 @pytest.fixture(scope="session")
 def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[TritonServer]:
@@ -94,3 +88,10 @@ def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     server = serve(repositories["embedded"], tmp_path_factory.mktemp("triton"))
     yield server
     server.stop(check=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration/ as `integration`."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)

@@ -6,88 +6,41 @@ would send; the concurrency test mixes bad and good requests into the same dynam
 
 from __future__ import annotations
 
-import copy
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tritonkit.client.churn import kserve_json_inputs
 from tritonkit.serve.server import TritonServer
 
-pytestmark = pytest.mark.integration
-
-
-def body_for(customer: dict[str, Any]) -> dict[str, Any]:
-    return {"inputs": kserve_json_inputs(customer)}
-
-
-def post(triton: TritonServer, payload: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(
-        f"{triton.http_url}/v2/models/churn/infer", data=data,
-        headers={"Content-Type": "application/json"}, method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:  # an unclosed error response is a ResourceWarning (an error here) at GC
-            return exc.code, json.loads(exc.read())
-
-
-def probability(answer: dict[str, Any]) -> float:
-    out = {o["name"]: o["data"] for o in answer["outputs"]}
-    return float(out["churn_probability"][0])
-
-
-def _set(body: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    for item in body["inputs"]:
-        if item["name"] == name:
-            item.update(changes)
-    return body
-
-
-def _drop(body: dict[str, Any], name: str) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    body["inputs"] = [i for i in body["inputs"] if i["name"] != name]
-    return body
-
-
-def _batch(body: dict[str, Any], rows: int) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    for item in body["inputs"]:
-        item["shape"] = [rows, 1]
-        item["data"] = item["data"] * rows
-    return body
-
+from ..support import body_for, post, probability, repeated_rows, with_input, without_input
 
 # (case id, how to break a good body, words the error must contain)
 CASES = [
-    ("unknown_category", lambda b: _set(b, "contract", data=["Weekly"]),
+    ("unknown_category", lambda b: with_input(b, "contract", data=["Weekly"]),
      ["contract", "unknown category", "Weekly"]),
-    ("empty_category", lambda b: _set(b, "gender", data=[""]), ["gender", "unknown category"]),
-    ("nan", lambda b: _set(b, "monthlycharges", data=[float("nan")]), ["monthlycharges", "NaN"]),
-    ("infinity", lambda b: _set(b, "totalcharges", data=[float("inf")]),
+    ("empty_category", lambda b: with_input(b, "gender", data=[""]),
+     ["gender", "unknown category"]),
+    ("nan", lambda b: with_input(b, "monthlycharges", data=[float("nan")]),
+     ["monthlycharges", "NaN"]),
+    ("infinity", lambda b: with_input(b, "totalcharges", data=[float("inf")]),
      ["totalcharges", "infinite"]),
-    ("negative_tenure", lambda b: _set(b, "tenure", data=[-3]), ["tenure", "below the minimum"]),
-    ("negative_charges", lambda b: _set(b, "monthlycharges", data=[-20.5]),
+    ("negative_tenure", lambda b: with_input(b, "tenure", data=[-3]),
+     ["tenure", "below the minimum"]),
+    ("negative_charges", lambda b: with_input(b, "monthlycharges", data=[-20.5]),
      ["monthlycharges", "below the minimum"]),
-    ("seniorcitizen_out_of_range", lambda b: _set(b, "seniorcitizen", data=[7]),
+    ("seniorcitizen_out_of_range", lambda b: with_input(b, "seniorcitizen", data=[7]),
      ["seniorcitizen", "above the maximum"]),
-    ("missing_input", lambda b: _drop(b, "paymentmethod"), ["paymentmethod"]),
-    ("wrong_dtype", lambda b: _set(b, "tenure", datatype="FP64"), ["tenure", "FP64"]),
-    ("string_for_number", lambda b: _set(b, "tenure", datatype="BYTES", data=["twelve"]),
+    ("missing_input", lambda b: without_input(b, "paymentmethod"), ["paymentmethod"]),
+    ("wrong_dtype", lambda b: with_input(b, "tenure", datatype="FP64"), ["tenure", "FP64"]),
+    ("string_for_number", lambda b: with_input(b, "tenure", datatype="BYTES", data=["twelve"]),
      ["tenure", "BYTES"]),
-    ("wrong_shape", lambda b: _set(b, "tenure", shape=[1, 2], data=[1, 2]), ["tenure", "shape"]),
+    ("wrong_shape", lambda b: with_input(b, "tenure", shape=[1, 2], data=[1, 2]),
+     ["tenure", "shape"]),
     # Triton itself refuses a zero-row request before it reaches preprocessing.
-    ("empty_batch", lambda b: _batch(b, 0), ["got 0"]),
-    ("oversized_batch", lambda b: _batch(b, 257), ["batch", "256"]),
+    ("empty_batch", lambda b: repeated_rows(b, 0), ["got 0"]),
+    ("oversized_batch", lambda b: repeated_rows(b, 257), ["batch", "256"]),
 ]
 
 
@@ -111,11 +64,11 @@ def test_bad_input_returns_error_when_body_is_garbage_bytes(triton: TritonServer
     assert "JSON" in answer["error"]
 
 
-def test_bad_row_fails_only_its_request_when_sharing_a_dynamic_batch(
+def test_bad_row_fails_only_its_request_when_sharing_a_dynamicrepeated_rows(
     triton: TritonServer, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]
 ) -> None:
     good_bodies = [body_for(c) for c in customers[:200]]
-    bad_bodies = [_set(body_for(c), "internetservice", data=["Satellite"])
+    bad_bodies = [with_input(body_for(c), "internetservice", data=["Satellite"])
                   for c in customers[:200]]
     jobs = [("good", i, b) for i, b in enumerate(good_bodies)]
     jobs += [("bad", i, b) for i, b in enumerate(bad_bodies)]
@@ -140,7 +93,7 @@ def test_bad_row_fails_only_its_request_when_sharing_a_dynamic_batch(
 def test_batch_with_one_bad_row_names_that_row_when_other_rows_are_valid(
     triton: TritonServer, customers: list[dict[str, Any]]
 ) -> None:
-    body = _batch(body_for(customers[0]), 5)
+    body = repeated_rows(body_for(customers[0]), 5)
     for item in body["inputs"]:
         if item["name"] == "tenure":
             item["data"][3] = -1

@@ -12,9 +12,7 @@ from tritonkit.client.churn import ChurnClient
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Pipeline
 
-from .conftest import serve
-
-pytestmark = pytest.mark.integration
+from ..support import serve
 
 
 def _client(triton: TritonServer, protocol: str) -> ChurnClient:

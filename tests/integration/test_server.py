@@ -1,14 +1,11 @@
-"""The TritonServer class: start-up failures are explained; the naive baseline agrees."""
+"""The TritonServer class and the serve CLI on a real tritonserver: failures are explained."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.errors import ServerStartError
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 
@@ -18,7 +15,6 @@ def _settings(repository: Path) -> ServerSettings:
                           grpc_port=free_port(), metrics_port=free_port())
 
 
-@pytest.mark.integration
 def test_start_raises_with_failing_model_in_message_when_a_step_cannot_load(
     tmp_path: Path,
 ) -> None:
@@ -35,28 +31,6 @@ def test_start_raises_with_failing_model_in_message_when_a_step_cannot_load(
         server.start(timeout_s=60)
 
 
-def test_start_raises_with_fix_when_repository_is_empty(tmp_path: Path) -> None:
-    with pytest.raises(ServerStartError, match="make build-engines"):
-        TritonServer(_settings(tmp_path)).start()
-
-
-def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
-    artifacts: ChurnArtifacts, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]
-) -> None:
-    from tests.test_bad_input import body_for
-    from tritonkit.baseline.naive_server import create_app
-
-    app = create_app(artifacts).test_client()
-    answer = app.post("/v2/models/churn/infer", json=body_for(customers[5])).get_json()
-    out = {o["name"]: o["data"][0] for o in answer["outputs"]}
-    assert abs(out["churn_probability"] - in_process["churn_probability"][5, 0]) < 1e-6
-    bad = body_for(customers[5])
-    bad["inputs"][0]["data"] = [-1]
-    response = app.post("/v2/models/churn/infer", json=bad)
-    assert response.status_code == 400 and "tenure" in response.get_json()["error"]
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("moment", ["starting", "Try it"])
 def test_serve_cli_stops_server_and_exits_zero_when_sent_sigterm(
     repositories: dict[str, Path], moment: str

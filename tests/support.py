@@ -1,0 +1,101 @@
+"""Helpers shared by the tests: a real tritonserver on free ports, raw KServe v2 HTTP calls,
+request bodies built from real customers, and Prometheus counters read from Triton's /metrics.
+
+    server = serve(repository, tmp_path)
+    status, answer = post(server, body_for(customer))
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tritonkit.client.churn import kserve_json_inputs
+from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+
+
+def serve(repository: Path, log_dir: Path, **settings: Any) -> TritonServer:
+    """Start a real tritonserver on free ports (extra keyword arguments go to ServerSettings)."""
+    server_settings = ServerSettings(
+        model_repository=repository,
+        http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        log_file=log_dir / "tritonserver.log",
+        **settings,
+    )
+    return TritonServer(server_settings).start(timeout_s=120)
+
+
+def body_for(customer: dict[str, Any]) -> dict[str, Any]:
+    """One customer as a KServe v2 JSON request body."""
+    return {"inputs": kserve_json_inputs(customer)}
+
+
+def post(
+    triton: TritonServer, payload: bytes | dict[str, Any], model: str = "churn"
+) -> tuple[int, dict[str, Any]]:
+    """POST an inference request over raw HTTP; returns (status, parsed JSON answer)."""
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        f"{triton.http_url}/v2/models/{model}/infer", data=data,
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:  # an unclosed error response is a ResourceWarning (an error here) at GC
+            return exc.code, json.loads(exc.read())
+
+
+def probability(answer: dict[str, Any]) -> float:
+    """The first churn probability of a KServe v2 JSON answer."""
+    out = {o["name"]: o["data"] for o in answer["outputs"]}
+    return float(out["churn_probability"][0])
+
+
+def with_input(body: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
+    """A copy of `body` whose input `name` has the given fields replaced."""
+    body = copy.deepcopy(body)
+    for item in body["inputs"]:
+        if item["name"] == name:
+            item.update(changes)
+    return body
+
+
+def without_input(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of `body` without the input `name`."""
+    body = copy.deepcopy(body)
+    body["inputs"] = [i for i in body["inputs"] if i["name"] != name]
+    return body
+
+
+def repeated_rows(body: dict[str, Any], rows: int) -> dict[str, Any]:
+    """A copy of a one-customer `body` with that customer repeated `rows` times."""
+    body = copy.deepcopy(body)
+    for item in body["inputs"]:
+        item["shape"] = [rows, 1]
+        item["data"] = item["data"] * rows
+    return body
+
+
+_SAMPLE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
+
+
+def counter(triton: TritonServer, metric: str, **labels: str) -> float:
+    """Sum of one Prometheus metric's samples on Triton's /metrics that carry `labels`."""
+    with urllib.request.urlopen(triton.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) != metric:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
