@@ -48,6 +48,16 @@ TRITON_DTYPES: dict[str, str] = {
     "seniorcitizen": "TYPE_INT32",
     **{name: "TYPE_STRING" for name in CATEGORICAL_FEATURES},
 }
+#: The range a real customer's number can take, (minimum, maximum) per numeric feature: the
+#: Triton step, the clients and the naive baseline refuse anything outside it, naming the feature.
+#: These are physical limits, far wider than the training data (tenure <= 72 months, monthly
+#: charges <= 119, total charges <= 8,685): a wider value is a bug upstream, not a customer.
+NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "tenure": (0.0, 1200.0),  # months: 100 years
+    "monthlycharges": (0.0, 10_000.0),  # per month
+    "totalcharges": (0.0, 12_000_000.0),  # 1,200 months at the highest monthly charge
+    "seniorcitizen": (0.0, 1.0),  # a 0/1 flag
+}
 #: numpy dtype a client sends for each input.
 NUMPY_DTYPES: dict[str, Any] = {
     **{name: np.float32 for name in ("tenure", "monthlycharges", "totalcharges")},
@@ -65,6 +75,12 @@ class NumericFeature:
     scale: float
     minimum: float = 0.0
     maximum: float | None = None
+
+    @classmethod
+    def bounded(cls, name: str, *, mean: float = 0.0, scale: float = 1.0) -> NumericFeature:
+        """The feature `name` with its NUMERIC_BOUNDS."""
+        minimum, maximum = NUMERIC_BOUNDS[name]
+        return cls(name=name, mean=mean, scale=scale, minimum=minimum, maximum=maximum)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,6 +209,19 @@ class FeatureSchema:
     @classmethod
     def load(cls, path: Path | str) -> FeatureSchema:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def bounds_problems(columns: Mapping[str, Any]) -> list[str]:
+    """Problems of the numeric columns present in `columns` against NUMERIC_BOUNDS.
+
+    What a client can check before sending (the categories need the trained schema): NaN,
+    infinities and numbers no customer can have, each message naming the feature and the rows.
+    """
+    problems: list[str] = []
+    for name in NUMERIC_FEATURES:
+        if name in columns:
+            problems += _numeric_problems(NumericFeature.bounded(name), np.asarray(columns[name]))
+    return problems
 
 
 @functools.cache

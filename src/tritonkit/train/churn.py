@@ -35,10 +35,6 @@ from tritonkit.features import (
 
 logger = logging.getLogger(__name__)
 
-#: Upper bounds that the serving step enforces (lower bounds are 0 for every numeric feature).
-NUMERIC_MAXIMUM: dict[str, float | None] = {"seniorcitizen": 1.0}
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     """The fitted Pipeline, the schema extracted from it, and its evaluation."""
@@ -65,13 +61,7 @@ def schema_from_pipeline(pipeline: Pipeline) -> FeatureSchema:
     scaler: StandardScaler = encoder.named_transformers_["num"]
     onehot: OneHotEncoder = encoder.named_transformers_["cat"]
     numeric = tuple(
-        NumericFeature(
-            name=name,
-            mean=float(scaler.mean_[i]),
-            scale=float(scaler.scale_[i]),
-            minimum=0.0,
-            maximum=NUMERIC_MAXIMUM.get(name),
-        )
+        NumericFeature.bounded(name, mean=float(scaler.mean_[i]), scale=float(scaler.scale_[i]))
         for i, name in enumerate(NUMERIC_FEATURES)
     )
     categorical = tuple(
