@@ -58,7 +58,7 @@ def test_bad_input_returns_error_naming_feature_when_request_is_malformed(
 
 def test_bad_input_returns_error_when_body_is_garbage_bytes(triton: TritonServer) -> None:
     # Workaround for a Triton quirk: its HTTP frontend answers unparsable JSON with 500, not
-    # 400 (PLATFORM.md); the message still says what is wrong.
+    # 400 (docs/platform.md); the message still says what is wrong.
     status, answer = post(triton, b"\x00\xff garbage {")
     assert status in (400, 500)
     assert "JSON" in answer["error"]

