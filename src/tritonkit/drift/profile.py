@@ -1,10 +1,12 @@
 """The reference profile for drift: what the training data and its predictions looked like.
 
-Made at build time and saved beside the model; the monitoring sidecar compares live counters
-with it. Binning follows ../shared/DRIFT.md: numeric bucket edges at the training deciles (tied
-edges removed, open end bins), counted with Prometheus' "value <= upper edge" rule::
+Made at build time and saved beside the model, for the monitoring sidecar (later work) to compare
+live counters with. Binning: numeric bucket edges at the training deciles 10 % … 90 % (tied edges
+removed, open end bins below the first and above the last edge), rows counted with Prometheus'
+"value <= upper edge" rule; one frequency per training category; the churn probability in ten
+0.1-wide bins::
 
-    profile = reference_profile(train_frame, schema, train_probabilities)
+    profile = reference_profile(train_frame, schema, train_probabilities, high=0.6)
     profile["numeric"]["tenure"]["edges"]      # upper edges of all bins but the +Inf one
 """
 
