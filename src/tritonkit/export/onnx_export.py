@@ -1,9 +1,10 @@
 """Export the churn classifier to ONNX with its postprocessing head, and check it against sklearn.
 
 The exported graph takes the encoded feature matrix (`tritonkit.features`) and returns the three
-outputs the API promises. Postprocessing (risk level from the spec's thresholds, model version) is
-part of the graph, so it runs inside onnxruntime in both targets: natively in production, and in
-the same python hop as the classifier on the embedded target (each python hop costs ~0.12 ms)::
+outputs `OUTPUT_NAMES` (README, "The `churn` contract"). Postprocessing (risk level from the spec's
+thresholds, model version) is part of the graph, so it runs inside onnxruntime in both targets:
+natively in production, and in the same python hop as the classifier on the embedded target (a
+python hop costs latency and throughput: README, Performance)::
 
     thresholds = spec.pipelines["churn"].risk_thresholds
     model = export_churn_onnx(pipeline, schema, thresholds=thresholds, version="1")
