@@ -5,7 +5,7 @@ step. It depends on numpy alone, because the repository builder copies this file
 python-backend step (the NGC container has numpy, not this package)::
 
     schema = FeatureSchema.load(Path("artifacts/churn/1/feature_schema.json"))
-    errors = schema.validate(columns)             # [] or ["tenure: negative value -3.0 ..."]
+    errors = schema.validate(columns)             # [] or ["tenure: value -3 at row(s) 0 is below…"]
     matrix = schema.encode(columns)               # float32 [rows, schema.width]
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-#: Numeric inputs in the order the model sees them, with the Triton dtype of each.
+#: Numeric inputs in the order the model sees them (their Triton dtypes: TRITON_DTYPES).
 NUMERIC_FEATURES: tuple[str, ...] = ("tenure", "monthlycharges", "totalcharges", "seniorcitizen")
 #: Categorical inputs (Telco CSV column names), in the order the model sees them.
 CATEGORICAL_FEATURES: tuple[str, ...] = (

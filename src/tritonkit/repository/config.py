@@ -3,7 +3,10 @@
 Each function returns a `ModelConfig` message; `write_config` writes it as `config.pbtxt` and
 parses it back, so a malformed config fails here and not at server start::
 
-    config = ensemble_config(pipeline_name="churn", pipeline=spec.pipelines["churn"], ...)
+    step = ("churn_pipeline", {"tenure": "tenure"}, {"risk_level": "risk_level"})
+    config = ensemble_config(name="churn", max_batch_size=256, steps=[step],
+                             inputs=[tensor("tenure", "TYPE_FP32", [1])],
+                             outputs=[tensor("risk_level", "TYPE_STRING", [1])])
     write_config(config, Path("model_repository/churn"))
 """
 
