@@ -1,4 +1,4 @@
-"""`tritonkit serve`: run the embedded Triton stack in the foreground (what `make up` runs).
+"""The serve command: run the embedded Triton stack in the foreground (what `make up` runs).
 
     python -m tritonkit.serve.cli --http-port 8000 --grpc-port 8001 --metrics-port 8002
 
