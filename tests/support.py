@@ -15,8 +15,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from tritonkit.client.churn import kserve_json_inputs
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.spec import Spec
 
 
 def serve(repository: Path, log_dir: Path, **settings: Any) -> TritonServer:
@@ -99,3 +104,42 @@ def counter(triton: TritonServer, metric: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(match.group(3))
     return total
+
+
+def with_queue_delay(spec: Spec, delay_us: int) -> Spec:
+    """A copy of `spec` whose steps wait up to `delay_us` to gather a dynamic batch."""
+    data = spec.model_dump()
+    for pipeline in data["pipelines"].values():
+        for step in pipeline["steps"].values():
+            step["dynamic_batching"]["max_queue_delay_us"] = delay_us
+    return Spec.model_validate(data)
+
+
+def poisoned(model: onnx.ModelProto, column: int) -> onnx.ModelProto:
+    """A copy of the churn graph that raises inside onnxruntime for every row whose encoded
+    `column` is 1 (a Gather out of bounds), and answers as before for the other rows."""
+    model = copy.deepcopy(model)
+    graph = model.graph
+    raw = "churn_probability_before_poison"
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for k, name in enumerate(names):
+                if name == "churn_probability":
+                    names[k] = raw
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([column], dtype=np.int64), "poison_start"),
+        numpy_helper.from_array(np.array([column + 1], dtype=np.int64), "poison_end"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "poison_axis"),
+        numpy_helper.from_array(np.array(1000, dtype=np.int64), "poison_scale"),
+        numpy_helper.from_array(np.zeros(2, dtype=np.float32), "poison_table"),
+    ])
+    graph.node.extend([
+        helper.make_node("Slice", ["features", "poison_start", "poison_end", "poison_axis"],
+                         ["poison_flag"]),
+        helper.make_node("Cast", ["poison_flag"], ["poison_flag_int"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["poison_flag_int", "poison_scale"], ["poison_index"]),
+        helper.make_node("Gather", ["poison_table", "poison_index"], ["poison_zero"], axis=0),
+        helper.make_node("Add", [raw, "poison_zero"], ["churn_probability"]),
+    ])
+    onnx.checker.check_model(model)
+    return model

@@ -104,6 +104,7 @@ def _render_churn(
     pre_dir = repository / pre_name
     (pre_dir / version).mkdir(parents=True)
     shutil.copy2(STEPS_DIR / "preprocess.py", pre_dir / version / "model.py")
+    shutil.copy2(STEPS_DIR / "step_errors.py", pre_dir / version / "step_errors.py")
     shutil.copy2(Path(features_module.__file__), pre_dir / version / "features.py")
     shutil.copy2(paths.schema, pre_dir / version / "feature_schema.json")
     if target.fuse_python_steps:
@@ -132,6 +133,7 @@ def _render_churn(
         ]
         if target.onnx_runtime == "python":
             shutil.copy2(STEPS_DIR / "onnx_model.py", model_dir / version / "model.py")
+            shutil.copy2(STEPS_DIR / "step_errors.py", model_dir / version / "step_errors.py")
             model_config = cfg.python_step_config(
                 name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
                 target=target_name, inputs=[features_tensor], outputs=OUTPUTS,

@@ -4,7 +4,8 @@ On the production target Triton's native onnxruntime backend serves the same `mo
 the wheel has only the python backend, so this step stands in for it. The repository builder
 copies this file as `<model>/1/model.py` beside `model.onnx`. Inputs and outputs are read from
 the model's config, so the step serves any ONNX model; a dynamic batch of requests runs as one
-onnxruntime call.
+onnxruntime call; if that call raises, each request runs alone and only those that still fail
+get an error (HTTP 500, with onnxruntime's message).
 """
 
 import json
@@ -13,10 +14,12 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from step_errors import describe, error, log_error
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        self.model_name = args["model_name"]
         config = json.loads(args["model_config"])
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
@@ -30,27 +33,53 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests):
-        per_request = [
-            [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs]
-            for r in requests
-        ]
+        """One onnxruntime call for the batch; if it raises, each request runs alone."""
+        responses = [None] * len(requests)
+        good = []  # (request index, its input arrays)
+        for i, request in enumerate(requests):
+            try:
+                arrays = [pb_utils.get_input_tensor_by_name(request, n).as_numpy()
+                          for n in self.inputs]
+            except Exception as exc:  # a missing input or a tensor the stub cannot convert
+                responses[i] = pb_utils.InferenceResponse(
+                    error=error(f"could not read the inputs: {describe(exc)}"))
+            else:
+                good.append((i, arrays))
+        if not good:
+            return responses
+        try:
+            self._answer(good, responses)
+        except Exception as exc:
+            if len(good) == 1:
+                self._fail(good[0][0], exc, responses)
+            else:
+                # One request's rows can make onnxruntime raise for the whole batch: run each
+                # alone, so that only the requests that fail on their own get an error.
+                for item in good:
+                    try:
+                        self._answer([item], responses)
+                    except Exception as alone:
+                        self._fail(item[0], alone, responses)
+        return responses
+
+    def _answer(self, good, responses):
+        """Run the requests `good` as one onnxruntime call; fill their responses."""
         feeds = {
-            name: per_request[0][j] if len(requests) == 1
-            else np.concatenate([arrays[j] for arrays in per_request])
+            name: good[0][1][j] if len(good) == 1
+            else np.concatenate([arrays[j] for _, arrays in good])
             for j, name in enumerate(self.inputs)
         }
-        try:
-            results = self.session.run(self.outputs, feeds)
-        except Exception as exc:  # onnxruntime raises its own error types
-            error = pb_utils.TritonError(f"onnxruntime failed: {exc}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        responses = []
+        results = self.session.run(self.outputs, feeds)
         start = 0
-        for arrays in per_request:
+        for i, arrays in good:
             stop = start + arrays[0].shape[0]
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
+            responses[i] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(name, values[start:stop])
                 for name, values in zip(self.outputs, results, strict=True)
-            ]))
+            ])
             start = stop
-        return responses
+
+    def _fail(self, index, exc, responses):
+        message = f"{self.model_name}: onnxruntime failed on this request: {describe(exc)}"
+        log_error(message)
+        responses[index] = pb_utils.InferenceResponse(error=error(message, "INTERNAL"))
