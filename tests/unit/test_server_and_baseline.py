@@ -3,6 +3,7 @@ naive baseline answers like the in-process model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.errors import ServerStartError
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+
+from ..support import body_for, with_input
 
 
 def _settings(repository: Path) -> ServerSettings:
@@ -29,13 +32,28 @@ def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
 ) -> None:
     from tritonkit.baseline.naive_server import create_app
 
-    from ..support import body_for
-
     app = create_app(artifacts).test_client()
     answer = app.post("/v2/models/churn/infer", json=body_for(customers[5])).get_json()
     out = {o["name"]: o["data"][0] for o in answer["outputs"]}
     assert abs(out["churn_probability"] - in_process["churn_probability"][5, 0]) < 1e-6
-    bad = body_for(customers[5])
-    bad["inputs"][0]["data"] = [-1]
-    response = app.post("/v2/models/churn/infer", json=bad)
-    assert response.status_code == 400 and "tenure" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("tenure", -1, "tenure: value -1 at row(s) 0 is below the minimum 0"),
+    ("tenure", 1e6, "tenure: value 1e+06 at row(s) 0 is above the maximum 1200"),
+    ("monthlycharges", float("nan"), "monthlycharges: NaN or infinite value at row(s) 0"),
+    ("totalcharges", float("inf"), "totalcharges: NaN or infinite value at row(s) 0"),
+    ("contract", "Weekly", "contract: unknown category 'Weekly'"),
+])
+def test_naive_baseline_refuses_like_the_ensemble_when_a_value_is_impossible(
+    artifacts: ChurnArtifacts, customers: list[dict[str, Any]], name: str, value: Any,
+    words: str,
+) -> None:
+    from tritonkit.baseline.naive_server import create_app
+
+    app = create_app(artifacts).test_client()
+    body = with_input(body_for(customers[5]), name, data=[value])
+    response = app.post("/v2/models/churn/infer", data=json.dumps(body),
+                        content_type="application/json")
+    assert response.status_code == 400
+    assert words in response.get_json()["error"]
