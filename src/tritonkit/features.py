@@ -48,6 +48,17 @@ TRITON_DTYPES: dict[str, str] = {
     "seniorcitizen": "TYPE_INT32",
     **{name: "TYPE_STRING" for name in CATEGORICAL_FEATURES},
 }
+#: The outputs of the `churn` ensemble, each [rows, 1]: name -> Triton data type. The exporter,
+#: the repository builder, the clients and the baseline all read them from here.
+OUTPUT_DTYPES: dict[str, str] = {
+    "churn_probability": "TYPE_FP32",
+    "risk_level": "TYPE_STRING",  # "low" / "medium" / "high", from the spec's risk_thresholds
+    "model_version": "TYPE_STRING",
+}
+#: KServe v2 wire datatype of each Triton config data type the contract uses.
+KSERVE_DATATYPES: dict[str, str] = {
+    "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES",
+}
 #: The range a real customer's number can take, (minimum, maximum) per numeric feature: the
 #: Triton step, the clients and the naive baseline refuse anything outside it, naming the feature.
 #: These are physical limits, far wider than the training data (tenure <= 72 months, monthly

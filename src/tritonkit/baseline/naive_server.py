@@ -19,7 +19,7 @@ from flask import Flask, jsonify, request
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.export.onnx_export import predict, session
-from tritonkit.features import NUMPY_DTYPES
+from tritonkit.features import KSERVE_DATATYPES, NUMPY_DTYPES, OUTPUT_DTYPES
 from tritonkit.spec import load_spec
 
 
@@ -48,12 +48,9 @@ def create_app(artifacts: ChurnArtifacts) -> Flask:
         return jsonify(
             model_name="churn",
             outputs=[
-                {"name": "churn_probability", "datatype": "FP32", "shape": [rows, 1],
-                 "data": outputs["churn_probability"].reshape(-1).tolist()},
-                {"name": "risk_level", "datatype": "BYTES", "shape": [rows, 1],
-                 "data": outputs["risk_level"].reshape(-1).tolist()},
-                {"name": "model_version", "datatype": "BYTES", "shape": [rows, 1],
-                 "data": outputs["model_version"].reshape(-1).tolist()},
+                {"name": name, "datatype": KSERVE_DATATYPES[dtype], "shape": [rows, 1],
+                 "data": outputs[name].reshape(-1).tolist()}
+                for name, dtype in OUTPUT_DTYPES.items()
             ],
         )
 

@@ -25,13 +25,13 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
 from tritonkit.errors import ParityError
-from tritonkit.features import ALL_FEATURES, FeatureSchema
+from tritonkit.features import ALL_FEATURES, OUTPUT_DTYPES, FeatureSchema
 from tritonkit.spec import RiskThresholds
 
 #: ONNX opset of exported graphs: NGC Triton 24.x's onnxruntime runs up to 21.
 OPSET = 17
 INPUT_NAME = "features"
-OUTPUT_NAMES = ("churn_probability", "risk_level", "model_version")
+OUTPUT_NAMES = tuple(OUTPUT_DTYPES)
 
 
 def _classifier_graph(pipeline: Pipeline, width: int) -> onnx.ModelProto:

@@ -25,7 +25,7 @@ import numpy as np
 from tritonkit import features as features_module
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.export.onnx_export import INPUT_NAME, OUTPUT_NAMES
-from tritonkit.features import NUMPY_DTYPES, TRITON_DTYPES, FeatureSchema
+from tritonkit.features import NUMPY_DTYPES, OUTPUT_DTYPES, TRITON_DTYPES, FeatureSchema
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository import config as cfg
 from tritonkit.spec import Pipeline, Spec
@@ -33,11 +33,7 @@ from tritonkit.spec import Pipeline, Spec
 logger = logging.getLogger(__name__)
 
 STEPS_DIR = Path(__file__).resolve().parent / "steps"
-OUTPUTS = (
-    cfg.tensor("churn_probability", "TYPE_FP32", [1]),
-    cfg.tensor("risk_level", "TYPE_STRING", [1]),
-    cfg.tensor("model_version", "TYPE_STRING", [1]),
-)
+OUTPUTS = tuple(cfg.tensor(name, dtype, [1]) for name, dtype in OUTPUT_DTYPES.items())
 
 
 def step_names(pipeline_name: str) -> dict[str, str]:
