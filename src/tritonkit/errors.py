@@ -38,3 +38,20 @@ class ServerInterrupted(TritonKitError):
 
 class ServerStopError(TritonKitError):
     """tritonserver did not exit cleanly."""
+
+
+class CustomerError(TritonKitError):
+    """A customer record cannot be sent: the message names the row and the field, e.g.
+    ``row 3 (customer 7590-VHVEG): tenure: '' is not a number``."""
+
+
+class ServerUnavailableError(TritonKitError):
+    """Triton could not be reached, or did not answer in time: is `make up` running?"""
+
+
+class ServerError(TritonKitError):
+    """Triton answered a request with an error; `bad_request` when it blamed the input."""
+
+    def __init__(self, message: str, *, bad_request: bool = False) -> None:
+        super().__init__(message)
+        self.bad_request = bad_request
