@@ -27,18 +27,23 @@ from tritonkit.errors import CustomerError, ServerError, ServerUnavailableError
 from tritonkit.features import (
     ALL_FEATURES,
     CATEGORICAL_FEATURES,
+    KSERVE_DATATYPES,
     NUMERIC_BOUNDS,
     NUMERIC_FEATURES,
     NUMPY_DTYPES,
+    OUTPUT_DTYPES,
     TRITON_DTYPES,
     bounds_problems,
 )
 
+__all__ = [  # KSERVE_DATATYPES: re-exported for callers that built requests from this module
+    "KSERVE_DATATYPES", "MODEL_NAME", "OUTPUTS", "ChurnClient", "Prediction", "Protocol",
+    "columns_from_rows", "kserve_json_inputs", "read_customers",
+]
+
 Protocol = Literal["http", "grpc"]
 MODEL_NAME = "churn"
-OUTPUTS = ("churn_probability", "risk_level", "model_version")
-#: KServe v2 datatype of each Triton config type the ensemble uses.
-KSERVE_DATATYPES = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
+OUTPUTS = tuple(OUTPUT_DTYPES)
 #: Status codes with which Triton blames the request rather than itself (HTTP, gRPC).
 _BAD_REQUEST_STATUSES = frozenset({"400", "StatusCode.INVALID_ARGUMENT"})
 #: gRPC status codes of a server that cannot be reached or did not answer in time.
