@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +44,12 @@ ALLOCATORS = (
 )
 #: Log lines tritonserver writes on every machine without a GPU; not the reason for a failure.
 _CPU_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
+#: Each service tritonserver opens: (role, ServerSettings field, `make up` variable, CLI flag).
+_SERVICES = (
+    ("HTTP", "http_port", "HTTP_PORT", "--http-port"),
+    ("gRPC", "grpc_port", "GRPC_PORT", "--grpc-port"),
+    ("metrics", "metrics_port", "METRICS_PORT", "--metrics-port"),
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,6 +162,56 @@ def server_environment(preload_allocator: bool = True) -> dict[str, str]:
     return env
 
 
+def check_ports_free(settings: ServerSettings) -> None:
+    """Raise `ServerStartError` naming the first HTTP/gRPC/metrics port that cannot be bound.
+
+    Best effort: another process can still take a port between this check and tritonserver's
+    own bind; tritonserver then exits with "already in use" in its log, which start() shows.
+    """
+    for role, field, variable, flag in _SERVICES:
+        port = getattr(settings, field)
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                settings.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as sock:
+                # As tritonserver does: a port left in TIME_WAIT by a stopped server is free.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerStartError(
+                    f"port {port} ({role}) on {settings.host} is already in use, probably by "
+                    "another tritonserver or `make up`: stop it with `make down`, or pick "
+                    f"another port with `make up {variable}=...` or {flag}"
+                ) from exc
+            raise ServerStartError(
+                f"cannot bind port {port} ({role}) on {settings.host}: {exc.strerror}"
+            ) from exc
+
+
+def listening_ports(pid: int) -> set[int] | None:
+    """TCP ports that process `pid` listens on, from Linux's /proc; None where /proc can't say."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    if not fd_dir.is_dir() or not Path("/proc/net/tcp").exists():
+        return None
+    sockets = set()
+    for fd in fd_dir.iterdir():
+        try:
+            sockets.add(os.readlink(fd))
+        except OSError:  # closed while we looked
+            continue
+    ports = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for row in table.read_text().splitlines()[1:]:
+            # sl local_address rem_address st ... inode; st 0A is LISTEN, ports are hex.
+            fields = row.split()
+            if fields[3] == "0A" and f"socket:[{fields[9]}]" in sockets:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -228,6 +286,7 @@ class TritonServer:
             raise ServerStartError(
                 f"model repository {repo} is empty or missing: run `make build-engines`"
             )
+        check_ports_free(self.settings)
         cmd = self.command()
         logger.info("starting %s", " ".join(cmd))
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -266,8 +325,24 @@ class TritonServer:
         """Ask `start()` or `wait()` to return early; safe to call from a signal handler."""
         self._stop_requested = True
 
+    def listens_on_its_ports(self) -> bool:
+        """True when our tritonserver process itself listens on its HTTP, gRPC and metrics ports.
+
+        A ready answer alone can come from another server holding our port while ours loads its
+        models (and then fails to bind); and tritonserver opens the metrics port last, so this
+        also waits until every service is up.
+        """
+        if self._process is None:
+            return False
+        ports = listening_ports(self._process.pid)
+        wanted = {getattr(self.settings, field) for _, field, _, _ in _SERVICES}
+        return ports is None or wanted <= ports
+
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll readiness until `timeout_s`; raise with the log's tail if the server died."""
+        """Poll readiness until `timeout_s`; raise with the log's tail if the server died.
+
+        Readiness counts only when our own process listens on the ports (`listens_on_its_ports`).
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._stop_requested:
@@ -277,7 +352,7 @@ class TritonServer:
                     f"tritonserver exited with code {self._process.returncode} during start-up; "
                     f"last log lines:\n{self.log_tail()}"
                 )
-            if self.is_ready():
+            if self.is_ready() and self.listens_on_its_ports():
                 return
             time.sleep(0.1)
         raise ServerStartError(
@@ -362,8 +437,6 @@ class TritonServer:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now (for tests and side-by-side benchmarks)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
