@@ -1,25 +1,34 @@
 """The serve command: run the embedded Triton stack in the foreground (what `make up` runs).
 
-    python -m tritonkit.serve.cli --http-port 8000 --grpc-port 8001 --metrics-port 8002
+    python -m tritonkit.serve.cli --http-port 8000 --pid-file .cache/serve.pid
+    python -m tritonkit.serve.cli --stop --pid-file .cache/serve.pid   # what `make down` runs
 
-Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …).
+Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …). The pid file names
+the one serve CLI that `make down` stops; a second CLI with the same pid file refuses to start.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
-from tritonkit.errors import ServerInterrupted, TritonKitError
+from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.serve.server import ServerSettings, TritonServer
 
 logger = logging.getLogger(__name__)
+
+#: The module name in a serve CLI's command line: a pid file naming any other process is stale.
+_MODULE = "tritonkit.serve.cli"
+#: How long `--stop` waits: the CLI itself gives tritonserver 30 s after SIGINT, then kills it.
+STOP_TIMEOUT_S = 40.0
 
 EXAMPLE_BODY = (
     '{"inputs":['
@@ -68,25 +77,123 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how long to wait for readiness before giving up")
     parser.add_argument("--log-file", type=Path, default=None,
                         help="tritonserver log (default: a file in a temporary folder)")
-    return parser.parse_args(argv)
+    parser.add_argument("--pid-file", type=Path, default=os.environ.get("TRITONKIT_PID_FILE"),
+                        help="write this CLI's PID here while it runs; refuse to start while it "
+                             "names a running serve CLI (env TRITONKIT_PID_FILE; default: none)")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop the serve CLI named in --pid-file, wait until it has exited, "
+                             "and exit (what `make down` runs)")
+    args = parser.parse_args(argv)
+    if args.stop and args.pid_file is None:
+        parser.error("--stop needs --pid-file (or TRITONKIT_PID_FILE)")
+    return args
+
+
+def _is_serve_cli(pid: int) -> bool:
+    """True while `pid` is a running serve CLI (not an exited, zombie or reused PID)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return _MODULE.encode() in argv
+
+
+def running_serve_cli(pid_file: Path) -> int | None:
+    """The PID in `pid_file` if it names a running serve CLI; None when missing or stale."""
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _is_serve_cli(pid) else None
+
+
+def claim_pid_file(pid_file: Path) -> None:
+    """Write this process's PID to `pid_file`, over a stale one; refuse while a CLI runs.
+
+    Best effort, like the port check: two CLIs started in the same instant can both pass; the
+    ports then let only one of them serve.
+    """
+    running = running_serve_cli(pid_file)
+    if running is not None and running != os.getpid():
+        raise ServerStartError(
+            f"a server from `make up` is already running (pid {running}, {pid_file}); "
+            "`make down` stops it"
+        )
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = pid_file.with_name(f".{pid_file.name}.{os.getpid()}")
+    partial.write_text(f"{os.getpid()}\n")
+    os.replace(partial, pid_file)  # a reader never sees half a PID
+
+
+def release_pid_file(pid_file: Path) -> None:
+    """Remove `pid_file` if it still names this process."""
+    try:
+        if int(pid_file.read_text()) == os.getpid():
+            pid_file.unlink()
+    except (FileNotFoundError, ValueError):
+        pass
+
+
+def stop_serve_cli(pid_file: Path, timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM the serve CLI named in `pid_file`, and only it; wait up to `timeout_s`.
+
+    Returns:
+        The exit code for `make down`: 0 when it stopped or none was running, 1 on a timeout.
+    """
+    pid = running_serve_cli(pid_file)
+    if pid is None:
+        stale = pid_file.exists()
+        pid_file.unlink(missing_ok=True)
+        print("no server from `make up` is running"
+              + (f" (removed the stale pid file {pid_file})" if stale else ""))
+        return 0
+    with contextlib.suppress(ProcessLookupError):  # it exited since we looked
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _is_serve_cli(pid):
+        if time.monotonic() > deadline:
+            print(f"error: the server from `make up` (pid {pid}) is still stopping after "
+                  f"{timeout_s:.0f} s; `kill -KILL {pid}` ends it at once", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"stopped the server from `make up` (pid {pid})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.stop:
+        return stop_serve_cli(args.pid_file)
     server = TritonServer(ServerSettings(
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
     ))
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
-    # poll; the shutdown itself runs here, in the main flow.
+    # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
+    # written, so a `make down` at any moment gets a clean stop.
     def _request_stop(signum: int, frame: FrameType | None) -> None:
         server.request_stop()
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
+    if args.pid_file is None:
+        return serve(server, args.start_timeout_s)
     try:
-        server.start(timeout_s=args.start_timeout_s)
+        claim_pid_file(args.pid_file)
+    except TritonKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return serve(server, args.start_timeout_s)
+    finally:
+        release_pid_file(args.pid_file)
+
+
+def serve(server: TritonServer, start_timeout_s: float) -> int:
+    """Start `server`, serve until a stop is requested or it exits; returns the exit code."""
+    try:
+        server.start(timeout_s=start_timeout_s)
     except ServerInterrupted:
         return 0
     except TritonKitError as exc:
@@ -106,11 +213,14 @@ Try it:
     code = server.wait()
     if code is None:
         logger.info("stopping tritonserver")
-        server.stop(check=False)
+    server.stop(check=False)  # also closes the log when tritonserver exited by itself
+    if code is None:
         return 0
-    print(f"tritonserver exited by itself with code {code}; log:\n{server.log_tail()}",
-          file=sys.stderr)
+    # Even an exit code of 0 is a failure here: nothing asked tritonserver to stop.
+    print(f"error: tritonserver exited by itself with code {code}; last log lines:\n"
+          f"{server.log_tail()}", file=sys.stderr)
     return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())
