@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# The serve CLI of `make up` writes its PID here; `make down` stops that process and only it.
+PID_FILE ?= .cache/serve.pid
 # The image of the production stack (docker-compose.yml reads TRITON_IMAGE too).
 TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
 BENCH_DURATION_S ?= 10
@@ -43,10 +45,11 @@ build-engines: $(STAMP) ## train/export/check the models and render both model r
 
 up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble on this machine (no Docker, no GPU), foreground
 	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-		--metrics-port $(METRICS_PORT)
+		--metrics-port $(METRICS_PORT) --pid-file $(PID_FILE)
 
-down: ## stop a server started by `make up` in another terminal
-	@pkill -TERM -f '[t]ritonkit.serve.cli' && echo stopped || echo "no server from make up is running"
+down: ## stop the server that `make up` started, and no other (the PID in PID_FILE)
+	@if [ -e $(PID_FILE) ]; then $(PY) -m tritonkit.serve.cli --stop --pid-file $(PID_FILE); \
+	else echo "no server from \`make up\` is running"; fi
 
 predict: $(STAMP) ## predict the first test customers through a running `make up` (HTTP)
 	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)
