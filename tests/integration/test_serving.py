@@ -82,26 +82,3 @@ def test_split_layout_matches_in_process_onnx_when_steps_are_not_fused(
     levels = np.array([p.risk_level for p in predictions])
     np.testing.assert_array_equal(levels, in_process["risk_level"].reshape(-1))
 
-
-def test_predict_script_prints_every_customer_when_input_is_json(
-    triton: TritonServer, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray],
-    tmp_path: Path,
-) -> None:
-    import json
-    import subprocess
-    import sys
-
-    from tritonkit.paths import PROJECT_ROOT
-
-    path = tmp_path / "customers.json"
-    path.write_text(json.dumps(customers[:4]))
-    result = subprocess.run(
-        [sys.executable, "scripts/predict.py", str(path), "--protocol", "grpc",
-         "--url", triton.grpc_url],
-        capture_output=True, text=True, check=True, cwd=PROJECT_ROOT, timeout=60,
-    )
-    rows = [line.split() for line in result.stdout.splitlines()[1:]]
-    assert [r[0] for r in rows] == [c["customerid"] for c in customers[:4]]
-    for i, row in enumerate(rows):
-        assert abs(float(row[1]) - in_process["churn_probability"][i, 0]) < 1e-4
-        assert row[2] == in_process["risk_level"][i, 0]
