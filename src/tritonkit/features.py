@@ -149,7 +149,7 @@ class FeatureSchema:
         return problems
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode_checked(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_batch(self, columns: Mapping[str, np.ndarray]) -> EncodedBatch:
         """Encode a batch and flag the rows that cannot be trusted, in one vectorised pass.
 
         This is the serving hot path: it never formats messages (call `validate` on the
@@ -159,9 +159,8 @@ class FeatureSchema:
             columns: feature name -> array of one value per row (any shape that flattens).
 
         Returns:
-            (matrix, bad): float32 [rows, width] of standardised numerics then one-hot
-            categoricals, and a bool [rows] mask of rows with a non-finite or out-of-range
-            number or an unknown category (their matrix rows are meaningless).
+            The matrix, the mask of rows that cannot be trusted, and the raw numbers and
+            category codes (what the drift counters count).
         """
         tables = _tables(self)
         numbers = np.stack(
@@ -173,20 +172,29 @@ class FeatureSchema:
             bad = ~np.isfinite(numbers).all(axis=1)
             bad |= (numbers < tables.minimum).any(axis=1) | (numbers > tables.maximum).any(axis=1)
         out[:, : len(self.numeric)] = (numbers - tables.mean) / tables.scale
-        # Absolute column of each (row, categorical feature); -1 marks an unknown category.
-        hot = np.array(
+        # Index of each (categorical feature, row) in that feature's categories; -1: unknown.
+        codes = np.array(
             [
                 [lookup.get(value, -1) for value in np.asarray(columns[name]).reshape(-1)]
                 for name, lookup in tables.lookups
             ],
             dtype=np.int64,
         ).reshape(len(tables.lookups), rows)
-        unknown = hot < 0
+        unknown = codes < 0
         if unknown.any():
             bad |= unknown.any(axis=0)
-            hot = np.where(unknown, 0, hot)
+            hot = np.where(unknown, 0, codes) + tables.offsets[:, None]
+        else:
+            hot = codes + tables.offsets[:, None]
         out[np.arange(rows)[None, :], hot] = 1.0
-        return out, bad
+        return EncodedBatch(matrix=out, bad=bad, numbers=numbers, codes=codes)
+
+    def encode_checked(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(matrix, bad) of `encode_batch`: float32 [rows, width] of standardised numerics then
+        one-hot categoricals, and a bool [rows] mask of rows with a non-finite or out-of-range
+        number or an unknown category (their matrix rows are meaningless)."""
+        batch = self.encode_batch(columns)
+        return batch.matrix, batch.bad
 
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Like `encode_checked`, but raises ValueError naming every problem of a bad batch."""
@@ -235,6 +243,20 @@ def bounds_problems(columns: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+@dataclasses.dataclass(frozen=True)
+class EncodedBatch:
+    """What `FeatureSchema.encode_batch` makes of a batch of raw columns."""
+
+    #: float32 [rows, width]: standardised numerics, then one-hot categoricals.
+    matrix: np.ndarray
+    #: bool [rows]: a non-finite or out-of-bounds number, or an unknown category.
+    bad: np.ndarray
+    #: float64 [rows, numeric features]: the raw numbers, in schema order.
+    numbers: np.ndarray
+    #: int64 [categorical features, rows]: index in the feature's categories, -1 if unknown.
+    codes: np.ndarray
+
+
 @functools.cache
 def _lookup(cat: CategoricalFeature) -> dict[Any, int]:
     """Category -> one-hot index, accepting both str and the bytes Triton hands over."""
@@ -252,15 +274,18 @@ class _Tables:
     minimum: np.ndarray
     maximum: np.ndarray
     lookups: tuple[tuple[str, dict[Any, int]], ...]
+    offsets: np.ndarray
 
 
 @functools.cache
 def _tables(schema: FeatureSchema) -> _Tables:
-    """Arrays and absolute-column lookups that `encode_checked` needs, built once per schema."""
+    """Arrays and category lookups that `encode_batch` needs, built once per schema."""
     lookups = []
+    offsets = []
     offset = len(schema.numeric)
     for cat in schema.categorical:
-        lookups.append((cat.name, {k: offset + i for k, i in _lookup(cat).items()}))
+        lookups.append((cat.name, _lookup(cat)))
+        offsets.append(offset)
         offset += len(cat.categories)
     return _Tables(
         mean=np.array([f.mean for f in schema.numeric]),
@@ -268,6 +293,7 @@ def _tables(schema: FeatureSchema) -> _Tables:
         minimum=np.array([f.minimum for f in schema.numeric]),
         maximum=np.array([np.inf if f.maximum is None else f.maximum for f in schema.numeric]),
         lookups=tuple(lookups),
+        offsets=np.array(offsets, dtype=np.int64),
     )
 
 

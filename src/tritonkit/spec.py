@@ -111,6 +111,17 @@ class VersionPolicy(_Frozen):
     latest: int = Field(1, ge=1)
 
 
+class DriftMetrics(_Frozen):
+    """Binned input and prediction counters that the python steps publish on Triton's /metrics
+    for the monitoring sidecar (`tritonkit.drift.binning`)."""
+
+    enabled: bool = True
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60,
+        description="how often a step turns its counts into metric calls (~23 µs each)",
+    )
+
+
 class Pipeline(_Frozen):
     """An ensemble of preprocess -> model, and how its model is trained."""
 
@@ -122,6 +133,7 @@ class Pipeline(_Frozen):
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     steps: Steps
     warmup_batch_sizes: tuple[int, ...] = ()
+    drift_metrics: DriftMetrics = DriftMetrics(enabled=True, flush_interval_s=1.0)
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Pipeline:

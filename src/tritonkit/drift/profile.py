@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tritonkit.drift.binning import bin_index
 from tritonkit.features import FeatureSchema
 
 #: Upper edges of the churn-probability histogram (a last +Inf bucket is implied).
@@ -34,7 +35,7 @@ def decile_edges(values: np.ndarray) -> list[float]:
 
 def bin_fractions(values: np.ndarray, edges: list[float] | tuple[float, ...]) -> list[float]:
     """Share of values per bucket with Prometheus' rule: bucket i holds edge[i-1] < v <= edge[i]."""
-    index = np.searchsorted(np.asarray(edges), values.astype(np.float64), side="left")
+    index = bin_index(values, edges)
     counts = np.bincount(index, minlength=len(edges) + 1)
     return [float(c) for c in counts / max(len(values), 1)]
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from tritonkit import features as features_module
 from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.drift import binning as binning_module
 from tritonkit.export.onnx_export import INPUT_NAME, OUTPUT_NAMES
 from tritonkit.features import NUMPY_DTYPES, OUTPUT_DTYPES, TRITON_DTYPES, FeatureSchema
 from tritonkit.paths import PROJECT_ROOT
@@ -81,6 +82,27 @@ def _write_warmup_files(model_dir: Path, schema: FeatureSchema, batch_sizes: tup
     ]
 
 
+def _copy_step(step_file: str, folder: Path, pipeline: Pipeline, paths: ChurnArtifacts
+               ) -> None:
+    """A python step as `folder/model.py`, with the modules it imports and, when the spec turns
+    drift metrics on, the publisher, the binning rule and the reference profile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(STEPS_DIR / step_file, folder / "model.py")
+    shutil.copy2(STEPS_DIR / "step_errors.py", folder / "step_errors.py")
+    if pipeline.drift_metrics.enabled:
+        shutil.copy2(STEPS_DIR / "drift_publisher.py", folder / "drift_publisher.py")
+        shutil.copy2(Path(binning_module.__file__), folder / "binning.py")
+        shutil.copy2(paths.profile, folder / "reference_profile.json")
+
+
+def _drift_parameters(name: str, pipeline: Pipeline) -> dict[str, str]:
+    """Config parameters that tell a step's drift publisher its model and flush interval."""
+    if not pipeline.drift_metrics.enabled:
+        return {}
+    return {"drift_model": name,
+            "drift_flush_interval_s": f"{pipeline.drift_metrics.flush_interval_s:g}"}
+
+
 def _render_churn(
     repository: Path, spec: Spec, target_name: str, name: str, pipeline: Pipeline
 ) -> list[Path]:
@@ -99,8 +121,7 @@ def _render_churn(
     pre_name = names["fused"] if target.fuse_python_steps else names["preprocess"]
     pre_dir = repository / pre_name
     (pre_dir / version).mkdir(parents=True)
-    shutil.copy2(STEPS_DIR / "preprocess.py", pre_dir / version / "model.py")
-    shutil.copy2(STEPS_DIR / "step_errors.py", pre_dir / version / "step_errors.py")
+    _copy_step("preprocess.py", pre_dir / version, pipeline, paths)
     shutil.copy2(Path(features_module.__file__), pre_dir / version / "features.py")
     shutil.copy2(paths.schema, pre_dir / version / "feature_schema.json")
     if target.fuse_python_steps:
@@ -109,6 +130,7 @@ def _render_churn(
         name=pre_name, pipeline=pipeline, step=pipeline.steps.preprocess,
         target=target_name, inputs=_raw_inputs(schema),
         outputs=list(OUTPUTS) if target.fuse_python_steps else [features_tensor],
+        parameters=_drift_parameters(name, pipeline),
         warmup=_write_warmup_files(pre_dir, schema, pipeline.warmup_batch_sizes),
     ), pre_dir))
     steps: list[tuple[str, dict[str, str], dict[str, str]]] = [(
@@ -128,12 +150,12 @@ def _render_churn(
             for b in pipeline.warmup_batch_sizes
         ]
         if target.onnx_runtime == "python":
-            shutil.copy2(STEPS_DIR / "onnx_model.py", model_dir / version / "model.py")
-            shutil.copy2(STEPS_DIR / "step_errors.py", model_dir / version / "step_errors.py")
+            _copy_step("onnx_model.py", model_dir / version, pipeline, paths)
             model_config = cfg.python_step_config(
                 name=names["model"], pipeline=pipeline, step=pipeline.steps.model,
                 target=target_name, inputs=[features_tensor], outputs=OUTPUTS,
-                parameters={"intra_op_num_threads": "1"}, warmup=model_warmup,
+                parameters={"intra_op_num_threads": "1", **_drift_parameters(name, pipeline)},
+                warmup=model_warmup,
             )
         else:
             model_config = cfg.onnx_step_config(

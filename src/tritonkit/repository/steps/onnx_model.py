@@ -16,6 +16,11 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 from step_errors import describe, error, log_error
 
+try:  # the drift publisher and its files are beside the step when the spec turns metrics on
+    from drift_publisher import DriftPublisher
+except ImportError:
+    DriftPublisher = None
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -31,6 +36,17 @@ class TritonPythonModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        # Where the model answers churn predictions, count them for drift monitoring.
+        self.drift = None
+        if DriftPublisher is not None and {"churn_probability", "risk_level"} <= set(self.outputs):
+            here = os.path.join(args["model_repository"], args["model_version"])
+            self.drift = DriftPublisher.start(here, args)
+            self.probability_output = self.outputs.index("churn_probability")
+            self.risk_output = self.outputs.index("risk_level")
+
+    def finalize(self):
+        if self.drift is not None:
+            self.drift.stop()
 
     def execute(self, requests):
         """One onnxruntime call for the batch; if it raises, each request runs alone."""
@@ -70,6 +86,9 @@ class TritonPythonModel:
             for j, name in enumerate(self.inputs)
         }
         results = self.session.run(self.outputs, feeds)
+        if self.drift is not None:
+            self.drift.counter.count_predictions(results[self.probability_output],
+                                                 results[self.risk_output])
         start = 0
         for i, arrays in good:
             stop = start + arrays[0].shape[0]
