@@ -1,1 +1,1 @@
-"""The monitoring sidecar: drift verdicts from binned counters, and alert rules that deliver them."""
+"""The monitoring sidecar: drift verdicts from binned counters, alert rules that deliver them."""

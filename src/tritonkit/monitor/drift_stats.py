@@ -1,4 +1,4 @@
-"""Drift statistics on binned counters: one verdict per feature from a reference profile and a window.
+"""Drift statistics on binned counters: a verdict per feature from a reference profile and a window.
 
 A window is the difference of two scrapes of the drift counters (float counts); the reference is
 the training profile of `tritonkit.drift.profile` (fractions per bin, category frequencies)::
@@ -187,8 +187,7 @@ def judge_categorical(
     reference = _counts(feature, "reference_frequencies",
                         [reference_frequencies.get(c, 0.0) for c in categories]
                         + [0.0, reference_missing]) * reference_rows
-    window = _counts(feature, "window_counts", [window_counts[c] if c in window_counts else 0.0
-                                                for c in categories])
+    window = _counts(feature, "window_counts", [window_counts.get(c, 0.0) for c in categories])
     unseen, missing = _count(feature, "unseen", unseen), _count(feature, "missing", missing)
     window = np.append(window, (unseen, missing))
     keep = (reference > 0) | (window > 0)
