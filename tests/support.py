@@ -91,19 +91,23 @@ def repeated_rows(body: dict[str, Any], rows: int) -> dict[str, Any]:
 _SAMPLE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
 
 
-def counter(triton: TritonServer, metric: str, **labels: str) -> float:
-    """Sum of one Prometheus metric's samples on Triton's /metrics that carry `labels`."""
+def samples(triton: TritonServer) -> list[tuple[str, dict[str, str], float]]:
+    """Every labelled sample on Triton's /metrics as (name, labels, value)."""
     with urllib.request.urlopen(triton.metrics_url, timeout=10) as response:
         text = response.read().decode()
-    total = 0.0
+    out = []
     for line in text.splitlines():
         match = _SAMPLE.match(line)
-        if not match or match.group(1) != metric:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            out.append((match.group(1), labels, float(match.group(3))))
+    return out
+
+
+def counter(triton: TritonServer, metric: str, **labels: str) -> float:
+    """Sum of one Prometheus metric's samples on Triton's /metrics that carry `labels`."""
+    return sum(value for name, found, value in samples(triton)
+               if name == metric and all(found.get(k) == v for k, v in labels.items()))
 
 
 def with_queue_delay(spec: Spec, delay_us: int) -> Spec:

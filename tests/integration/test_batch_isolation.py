@@ -19,6 +19,7 @@ import pytest
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.features import FeatureSchema
+from tritonkit.monitor.exported import ENSEMBLE_FAILURE_MULTIPLICITY
 from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Spec
@@ -97,7 +98,8 @@ def test_invalid_request_fails_alone_when_it_shares_an_execute_with_valid_ones(
 
     assert counter(triton, "nv_inference_exec_count", model=validating_step) - executions == 1
     assert counter(triton, "nv_inference_request_success", model="churn") - succeeded == 8
-    assert counter(triton, "nv_inference_request_failure", model="churn") - failed == 2 * 8
+    assert counter(triton, "nv_inference_request_failure", model="churn") - failed == \
+        ENSEMBLE_FAILURE_MULTIPLICITY * 8
     for i, (status, answer) in zip(good, answers[:8], strict=True):
         assert status == 200, answer
         assert probability(answer) == pytest.approx(in_process["churn_probability"][i, 0],

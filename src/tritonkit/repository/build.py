@@ -100,7 +100,10 @@ def _drift_parameters(name: str, pipeline: Pipeline) -> dict[str, str]:
     if not pipeline.drift_metrics.enabled:
         return {}
     return {"drift_model": name,
-            "drift_flush_interval_s": f"{pipeline.drift_metrics.flush_interval_s:g}"}
+            "drift_flush_interval_s": f"{pipeline.drift_metrics.flush_interval_s:g}",
+            # Triton sends each instance its warm-up samples, one request each, before any
+            # traffic: the publisher leaves them out of the counts.
+            "drift_warmup_requests": str(len(pipeline.warmup_batch_sizes))}
 
 
 def _render_churn(

@@ -22,8 +22,9 @@ PROFILE_FILE = "reference_profile.json"
 
 
 class DriftPublisher:
-    def __init__(self, layout, instance, flush_interval_s):
+    def __init__(self, layout, instance, flush_interval_s, warmup_requests=0):
         self.counter = DriftCounter(layout)
+        self._warmup_left = warmup_requests
         # Keep every MetricFamily referenced as long as its metrics are used: one left to the
         # garbage collector makes every later call fail (docs/platform.md).
         self._families = {
@@ -55,10 +56,19 @@ class DriftPublisher:
             return None
         interval_s = float(
             parameters.get("drift_flush_interval_s", {}).get("string_value", "1.0"))
+        warmup = int(parameters.get("drift_warmup_requests", {}).get("string_value", "0"))
         with open(path) as handle:
             profile = json.load(handle)
         layout = DriftLayout.from_profile(profile, model=model, version=args["model_version"])
-        return cls(layout, args["model_instance_name"], interval_s)
+        return cls(layout, args["model_instance_name"], interval_s, warmup)
+
+    def counting(self, requests):
+        """Whether to count an execute call of `requests` requests: not the warm-up ones, which
+        Triton sends each instance, one sample per request, before its first real request."""
+        if self._warmup_left <= 0:
+            return True
+        self._warmup_left -= requests
+        return False
 
     def _run(self):
         while not self._stopped.wait(self._interval_s):

@@ -50,6 +50,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """One onnxruntime call for the batch; if it raises, each request runs alone."""
+        self.counting = self.drift is not None and self.drift.counting(len(requests))
         responses = [None] * len(requests)
         good = []  # (request index, its input arrays)
         for i, request in enumerate(requests):
@@ -86,7 +87,7 @@ class TritonPythonModel:
             for j, name in enumerate(self.inputs)
         }
         results = self.session.run(self.outputs, feeds)
-        if self.drift is not None:
+        if self.counting:
             self.drift.counter.count_predictions(results[self.probability_output],
                                                  results[self.risk_output])
         start = 0

@@ -48,6 +48,7 @@ class TritonPythonModel:
             )
 
         self.drift = DriftPublisher.start(here, args) if DriftPublisher is not None else None
+        self.counting = False  # whether the current execute call's rows are counted
         self.minimum = np.array([f.minimum for f in self.schema.numeric])
         self.maximum = np.array(
             [np.inf if f.maximum is None else f.maximum for f in self.schema.numeric])
@@ -82,6 +83,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """Answer every request of a dynamic batch; one request's failure is its own alone."""
+        self.counting = self.drift is not None and self.drift.counting(len(requests))
         responses = [None] * len(requests)
         good = []  # (request index, its columns)
         for i, request in enumerate(requests):
@@ -96,7 +98,7 @@ class TritonPythonModel:
                 responses[i] = pb_utils.InferenceResponse(
                     error=error("; ".join(self.schema.validate(columns)) or "malformed request")
                 )
-                if self.drift is not None:
+                if self.counting:
                     self.drift.counter.count_rejected("malformed_request", max(rows, 1))
             else:
                 good.append((i, columns))
@@ -145,7 +147,7 @@ class TritonPythonModel:
         # from scratch.
         for i, response in answers:
             responses[i] = response
-        if self.drift is not None:
+        if self.counting:
             self._count(batch, encoded, results)
 
     def _count(self, batch, encoded, results):
@@ -167,7 +169,8 @@ class TritonPythonModel:
             with np.errstate(invalid="ignore"):
                 nan = np.isnan(numbers).any(axis=1)
                 infinite = np.isinf(numbers).any(axis=1)
-                outside = ((numbers < self.minimum) | (numbers > self.maximum)).any(axis=1)
+                outside = (np.isfinite(numbers)
+                           & ((numbers < self.minimum) | (numbers > self.maximum))).any(axis=1)
             blank_rows = blank.any(axis=0) if blank is not None else np.zeros_like(nan)
             unseen = (unknown & ~blank).any(axis=0) if blank is not None else unknown.any(axis=0)
             for reason, rows in (("unknown_category", unseen), ("missing_value", nan | blank_rows),
@@ -180,7 +183,7 @@ class TritonPythonModel:
                                       results[self.risk_output][good])
 
     def _fail(self, index, exc, responses, rows=1):
-        if self.drift is not None:
+        if self.counting:
             self.drift.counter.count_rejected("internal_error", rows)
         message = f"{self.model_name} failed on this request: {describe(exc)}"
         log_error(message)
