@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 REPOSITORY := model_repository/churn/config.pbtxt
 
-.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench predict compose-config clean
+.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring predict compose-config clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,10 @@ test-integration: $(STAMP) ## tests against real tritonserver processes on free 
 bench: $(STAMP) system-deps $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/serving.py --duration-s $(BENCH_DURATION_S)
+
+bench-monitoring: $(STAMP) system-deps $(REPOSITORY) ## what drift metrics and latency summaries cost the ensemble (wrk)
+	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
+	$(PY) bench/monitoring_cost.py --duration-s $(BENCH_DURATION_S)
 
 compose-config: ## validate docker-compose.yml offline (needs docker-compose)
 	docker-compose -f docker-compose.yml config -q
