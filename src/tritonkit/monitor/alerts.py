@@ -246,7 +246,11 @@ class AlertSink(Protocol):
 
 
 class AlertEngine:
-    """Evaluates the rules against the signals and delivers what changed to the sinks."""
+    """Evaluates the rules against the signals and delivers what changed to the sinks.
+
+    Call it from one loop (it is not thread-safe); delivery happens inside `evaluate` and waits
+    at most each sink's `timeout_s` per POST.
+    """
 
     def __init__(self, rules: AlertRules, *, sinks: Sequence[AlertSink] = (),
                  generator_url: str = "") -> None:

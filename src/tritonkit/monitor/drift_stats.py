@@ -133,8 +133,8 @@ def judge_numeric(
             "bin the window with the profile's edges"
         )
     _check_reference_rows(feature, reference_rows)
-    out_of_range, missing = _count(feature, "out_of_range", out_of_range), _count(
-        feature, "missing", missing)
+    out_of_range = _count(feature, "out_of_range", out_of_range)
+    missing = _count(feature, "missing", missing)
     rows = float(window.sum()) + missing
     js, psi = _distances(reference, window, thresholds.psi_smoothing)
     ks = _binned_ks(reference, window)
