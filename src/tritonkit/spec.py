@@ -134,6 +134,12 @@ class Pipeline(_Frozen):
     steps: Steps
     warmup_batch_sizes: tuple[int, ...] = ()
     drift_metrics: DriftMetrics = DriftMetrics(enabled=True, flush_interval_s=1.0)
+    response_cache: bool = Field(
+        False,
+        description="answer a request identical to an earlier one from Triton's response cache "
+        "(the ensemble's `response_cache`; the server needs a cache size, "
+        "ServerSettings.cache_size_bytes)",
+    )
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Pipeline:

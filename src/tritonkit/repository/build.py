@@ -178,6 +178,7 @@ def _render_churn(
         inputs=_raw_inputs(schema),
         outputs=OUTPUTS,
         steps=steps,
+        response_cache=pipeline.response_cache,
     ), ensemble_dir))
     return written
 

@@ -121,9 +121,14 @@ def ensemble_config(
     inputs: Sequence[Mapping[str, object]],
     outputs: Sequence[Mapping[str, object]],
     steps: Sequence[tuple[str, Mapping[str, str], Mapping[str, str]]],
+    response_cache: bool = False,
 ) -> mc.ModelConfig:
-    """An ensemble; a step is (model, {step input: ensemble tensor}, {step output: tensor})."""
-    config = {
+    """An ensemble; a step is (model, {step input: ensemble tensor}, {step output: tensor}).
+
+    With `response_cache`, Triton answers a request whose inputs equal an earlier one's from its
+    cache without running the steps (the server needs `--cache-config`).
+    """
+    config: dict[str, object] = {
         "name": name,
         "platform": "ensemble",
         "max_batch_size": max_batch_size,
@@ -141,6 +146,8 @@ def ensemble_config(
             ]
         },
     }
+    if response_cache:
+        config["response_cache"] = {"enable": True}
     return json_format.ParseDict(config, mc.ModelConfig())
 
 
