@@ -27,6 +27,7 @@ from tritonkit.export.onnx_export import check_parity, export_churn_onnx
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.paths import ARTIFACTS, CACHE
 from tritonkit.train.churn import train_churn
+from tritonkit.train.fallback import train_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,15 @@ class ChurnArtifacts:
         """The held-out test customers (raw columns and label), for parity tests and clients."""
         return self.root / "test.csv"
 
+    @property
+    def fallback(self) -> Path:
+        """The fallback model (JSON coefficients) that the gateway answers with when Triton
+        cannot (`tritonkit.gateway.fallback`)."""
+        return self.root / "fallback.json"
+
     def all(self) -> tuple[Path, ...]:
-        return (self.onnx, self.sklearn, self.schema, self.profile, self.metrics, self.test_rows)
+        return (self.onnx, self.sklearn, self.schema, self.profile, self.metrics, self.test_rows,
+                self.fallback)
 
     def complete(self) -> bool:
         return all(p.exists() for p in self.all())
@@ -85,6 +93,11 @@ class ChurnArtifacts:
 
     def load_metrics(self) -> dict[str, Any]:
         return dict(json.loads(self.require().metrics.read_text()))
+
+
+def fallback_version(version: int) -> str:
+    """The `model_version` of the fallback model's answers: "<version>-fallback"."""
+    return f"{version}-fallback"
 
 
 def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtifacts) -> None:
@@ -126,5 +139,8 @@ def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtif
         },
     }
     paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    fallback = train_fallback(splits, (thresholds.medium, thresholds.high),
+                              version=fallback_version(pipeline_spec.version))
+    paths.fallback.write_text(json.dumps(fallback, indent=2) + "\n")
     splits.test[[ID_COLUMN, *ALL_FEATURES, TARGET_COLUMN]].to_csv(paths.test_rows, index=False)
     logger.info("wrote %s", paths.root)
