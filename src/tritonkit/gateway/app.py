@@ -1,0 +1,367 @@
+"""The public prediction API: `POST /predict` and `POST /predict/batch` in front of Triton.
+
+A FastAPI app on uvicorn. The path of a request: MetricsMiddleware (status, latency) →
+ApiKeyMiddleware (401/403) → RateLimitMiddleware (429) → the handler, which reads the body up to
+`max_body_bytes` (413), validates it against the typed contract (400, every problem by field),
+and answers through the coalescer and the breaker from Triton's `churn` ensemble, or from the
+fallback model (`degraded: true`) while Triton cannot::
+
+    app = create_app(GatewaySettings(triton_url="127.0.0.1:8001"))
+    uvicorn.run(app, port=8080)            # what `python -m tritonkit.gateway.cli` does
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.gateway.auth import KEY_HEADER, ApiKeyMiddleware, KeyStore
+from tritonkit.gateway.batcher import Coalescer
+from tritonkit.gateway.breaker import CircuitBreaker
+from tritonkit.gateway.fallback import FallbackModel
+from tritonkit.gateway.metrics import CONTENT_TYPE, GatewayMetrics, MetricsMiddleware
+from tritonkit.gateway.models import (
+    BatchPredictions,
+    ContractModels,
+    ErrorBody,
+    Prediction,
+    customer_row,
+    problems,
+)
+from tritonkit.gateway.ratelimit import RateLimitMiddleware, RateLimits
+from tritonkit.gateway.settings import GatewaySettings
+from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+#: Models an admin may ask Triton to reload (the ensemble and its steps).
+RELOADABLE_MODELS = ("churn", "churn_pipeline", "churn_preprocess", "churn_model")
+_JSON = "application/json"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "invalid input: every problem, by field"},
+    401: {"model": ErrorBody, "description": f"missing or wrong key in {KEY_HEADER}"},
+    413: {"model": ErrorBody, "description": "body larger than the limit"},
+    429: {"model": ErrorBody, "description": "over the key's or the gateway's rate; see "
+                                             "Retry-After"},
+    500: {"model": ErrorBody, "description": "Triton or the gateway failed"},
+    503: {"model": ErrorBody, "description": "Triton unavailable and no fallback; see "
+                                             "Retry-After"},
+}
+
+
+class Problem400(Exception):
+    """A request the contract refuses: answered 400 with its problems."""
+
+    def __init__(self, problems: list[dict[str, str]], message: str = "invalid request") -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.message = message
+
+
+class Gateway:
+    """Everything one gateway process holds: contract, keys, limits, breaker, Triton, fallback."""
+
+    def __init__(self, settings: GatewaySettings, artifacts: ChurnArtifacts | None = None
+                 ) -> None:
+        self.settings = settings
+        paths = artifacts or ChurnArtifacts.for_version(settings.model_version)
+        self.schema = paths.load_schema()
+        self.models = ContractModels.build(self.schema, settings.max_batch)
+        self.fallback = FallbackModel.load(paths.fallback) if settings.fallback else None
+        self.metrics = GatewayMetrics()
+        self.breaker = CircuitBreaker(failure_threshold=settings.breaker_failures,
+                                      reset_timeout_s=settings.breaker_reset_s,
+                                      on_change=self.metrics.on_breaker_change)
+        self.keys = KeyStore.load(settings.keys_file)
+        self.limits = RateLimits(per_key=settings.rate_limit_per_key,
+                                 overall=settings.rate_limit_global,
+                                 storage=settings.rate_limit_storage,
+                                 fail_open=settings.rate_limit_fail_open)
+        self.upstream: TritonUpstream | None = None
+        self.coalescer: Coalescer | None = None
+        self.probe_row: dict[str, Any] = {
+            **{f.name: float(max(f.minimum, round(f.mean))) for f in self.schema.numeric},
+            **{c.name: c.categories[0] for c in self.schema.categorical},
+        }
+        self.probe_row["seniorcitizen"] = int(self.probe_row["seniorcitizen"])
+        self._ready: tuple[float, bool, str] | None = None
+        self._ready_lock = asyncio.Lock()
+
+    # -- lifecycle (inside the event loop: the asyncio clients bind to it) ---------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.upstream = TritonUpstream(s.triton_url, s.protocol, timeout_s=s.triton_timeout_s,
+                                       breaker=self.breaker)
+        if s.coalesce:
+            self.coalescer = Coalescer(self._infer_counted, max_rows=s.coalesce_max_rows,
+                                       max_wait_s=s.coalesce_max_wait_s,
+                                       max_in_flight=s.coalesce_max_in_flight)
+        logger.info("gateway -> Triton %s (%s), coalescing %s, fallback %s, %d key(s)",
+                    s.triton_url, s.protocol, "on" if s.coalesce else "off",
+                    self.fallback.version if self.fallback else "off", len(self.keys))
+
+    async def stop(self) -> None:
+        if self.coalescer is not None:
+            await self.coalescer.drain()
+        if self.upstream is not None:
+            await self.upstream.close()
+
+    # -- answering ----------------------------------------------------------------------------
+    async def _infer_counted(self, rows: Sequence[dict[str, Any]]) -> list[Answer]:
+        assert self.upstream is not None
+        self.metrics.triton_rows.observe(len(rows))
+        try:
+            answers = await self.upstream.infer(rows)
+        except UpstreamError as exc:
+            self.metrics.triton_requests.labels(exc.kind).inc()
+            raise
+        self.metrics.triton_requests.labels("ok").inc()
+        return answers
+
+    async def answer(self, rows: list[dict[str, Any]], *, coalesce: bool
+                     ) -> tuple[list[Answer], bool]:
+        """(answers, degraded): from Triton, or from the fallback while Triton cannot.
+
+        Raises:
+            Problem400: Triton refused the input (cannot happen for validated rows, but Triton
+                has the last word).
+            UpstreamError: Triton failed and there is no fallback.
+        """
+        try:
+            if coalesce and self.coalescer is not None:
+                return await self.coalescer.submit(rows), False
+            return await self._infer_counted(rows), False
+        except UpstreamError as exc:
+            if exc.kind == "bad_request":
+                raise Problem400([{"field": "features", "message": exc.message}],
+                                 "Triton refused the input") from exc
+            if self.fallback is None:
+                raise
+            self.metrics.fallback_answers.labels(exc.kind).inc(len(rows))
+            version = self.fallback.version
+            return [(p, risk, version) for p, risk in self.fallback.predict(rows)], True
+
+    async def ready(self) -> tuple[bool, str]:
+        """A real inference through Triton, reused for `ready_cache_s`."""
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready is not None and now - self._ready[0] < self.settings.ready_cache_s:
+                return self._ready[1], self._ready[2]
+            assert self.upstream is not None
+            ok, detail = await self.upstream.probe(self.probe_row)
+            self._ready = (time.monotonic(), ok, detail)
+            return ok, detail
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _error(status: int, error: str, message: str, found: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": error, "message": message, "problems": found or []}, headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 before reading past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Problem400([{"field": "body", "message": "Content-Length is not a number"}])
+        if int(declared) > limit:
+            raise _TooLarge(int(declared), limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge(len(body), limit)
+    return bytes(body)
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body of {size} bytes is larger than the limit of {limit} bytes")
+
+
+def _prediction(customer_id: str, answer: Answer, degraded: bool) -> dict[str, Any]:
+    probability, risk, version = answer
+    return {"customer_id": customer_id, "churn_probability": probability, "risk_level": risk,
+            "model_version": version, "degraded": degraded}
+
+
+def _failure(gateway: Gateway, exc: UpstreamError) -> Response:
+    """Triton failed and no fallback answers: 503 (retry later) or 500."""
+    if exc.kind == "server":
+        return _error(500, "upstream_error", exc.message)
+    retry_after = max(1, math.ceil(gateway.breaker.retry_after_s))
+    return _error(503, "unavailable", exc.message, headers={"Retry-After": str(retry_after)})
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a handler that validates its body itself (faster than FastAPI's
+    two-step parse): the model is still documented."""
+    return {"requestBody": {"required": True, "content": {_JSON: {"schema": {
+        "$ref": f"#/components/schemas/{model.__name__}"}}}},
+        "security": [{"ApiKey": []}]}
+
+
+def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = None) -> FastAPI:
+    """The gateway's ASGI app (Triton's client is created when the app starts)."""
+    gateway = Gateway(settings, artifacts)
+    models = gateway.models
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="Churn prediction API",
+        version=str(settings.model_version),
+        description="Scores customers with the churn model served by Triton. Send the key in "
+                    f"the `{KEY_HEADER}` header. Answers marked `degraded` come from the "
+                    "fallback model while Triton cannot answer.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+
+    @app.post("/predict", response_model=None, openapi_extra=_request_body(models.predict),
+              responses={200: {"model": Prediction}, **_ERRORS},
+              summary="Score one customer")
+    async def predict(request: Request) -> Response:
+        parsed: Any = models.predict.model_validate_json(
+            await _read_body(request, settings.max_body_bytes))
+        try:
+            answers, degraded = await gateway.answer([customer_row(parsed)], coalesce=True)
+        except UpstreamError as exc:
+            return _failure(gateway, exc)
+        request.state.model_version = answers[0][2]
+        return _json(200, _prediction(parsed.customer_id, answers[0], degraded))
+
+    @app.post("/predict/batch", response_model=None,
+              openapi_extra=_request_body(models.batch),
+              responses={200: {"model": BatchPredictions}, **_ERRORS},
+              summary=f"Score up to {settings.max_batch} customers in one Triton request")
+    async def predict_batch(request: Request) -> Response:
+        parsed: Any = models.batch.model_validate_json(
+            await _read_body(request, settings.max_body_bytes))
+        rows = [customer_row(item) for item in parsed.customers]
+        try:
+            answers, degraded = await gateway.answer(rows, coalesce=False)
+        except UpstreamError as exc:
+            return _failure(gateway, exc)
+        request.state.model_version = answers[0][2]
+        return _json(200, {"predictions": [
+            _prediction(item.customer_id, answer, degraded)
+            for item, answer in zip(parsed.customers, answers, strict=True)]})
+
+    @app.get("/healthz", summary="Liveness: the gateway process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="Readiness: a real inference through Triton (cached briefly)",
+             responses={503: {"description": "Triton did not answer the probe"}})
+    async def readyz() -> Response:
+        ok, detail = await gateway.ready()
+        body = {"ready": ok, "triton": detail, "breaker": gateway.breaker.state.name.lower(),
+                "fallback": gateway.fallback.version if gateway.fallback else None}
+        return _json(200 if ok else 503, body)
+
+    @app.get("/metrics", summary="Prometheus metrics of the gateway")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/admin/keys/reload", summary="Re-read the key store (admin key)",
+              openapi_extra={"security": [{"ApiKey": []}]})
+    async def reload_keys() -> dict[str, int]:
+        store.keys = KeyStore.load(settings.keys_file)
+        return {"keys": len(store.keys)}
+
+    @app.post("/admin/breaker/reset", summary="Close the breaker now (admin key)",
+              openapi_extra={"security": [{"ApiKey": []}]})
+    async def reset_breaker() -> dict[str, str]:
+        gateway.breaker.reset()
+        return {"breaker": gateway.breaker.state.name.lower()}
+
+    @app.post("/admin/models/{name}/load", summary="Ask Triton to reload a model (admin key)",
+              openapi_extra={"security": [{"ApiKey": []}]})
+    async def load_model(name: str) -> Response:
+        if name not in RELOADABLE_MODELS:
+            return _error(400, "invalid_request", f"unknown model {name!r}",
+                          [{"field": "name", "message": f"expected one of {RELOADABLE_MODELS}"}])
+        assert gateway.upstream is not None
+        try:
+            await gateway.upstream.load_model(name)
+        except UpstreamError as exc:
+            return _failure(gateway, exc)
+        return _json(200, {"loaded": name})
+
+    @app.exception_handler(ValidationError)
+    async def invalid(request: Request, exc: ValidationError) -> Response:
+        return _error(400, "invalid_request", "the request does not match the contract: see "
+                      "problems", problems(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_params(request: Request, exc: RequestValidationError) -> Response:
+        found = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                 for e in exc.errors()]
+        return _error(400, "invalid_request", "invalid request parameters", found)
+
+    @app.exception_handler(Problem400)
+    async def refused(request: Request, exc: Problem400) -> Response:
+        return _error(400, "invalid_request", exc.message, exc.problems)
+
+    @app.exception_handler(_TooLarge)
+    async def too_large(request: Request, exc: _TooLarge) -> Response:
+        return _error(413, "body_too_large", str(exc),
+                      [{"field": "body", "message": str(exc)}])
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal", "the gateway failed on this request; it is logged")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {})
+            found = components.setdefault("schemas", {})
+            for model in (models.predict, models.batch):
+                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                found.update(document.pop("$defs", {}))
+                found[model.__name__] = document
+            components["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    class _Keys:
+        keys = gateway.keys
+
+    store = _Keys()
+    app.add_middleware(RateLimitMiddleware, limits=gateway.limits,
+                       on_reject=lambda scope: gateway.metrics.ratelimit_rejections.labels(
+                           scope).inc(),
+                       on_store_error=gateway.metrics.ratelimit_store_errors.inc)
+    app.add_middleware(ApiKeyMiddleware, store=store)
+    app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
+    return app

@@ -1,0 +1,184 @@
+"""API keys: a store of SHA-256 hashes, constant-time checks, and the ASGI middleware that
+guards `/predict` (callers' keys) and `/admin` (admin keys).
+
+A key is `tk_` + 32 random bytes (URL-safe base64): random enough that a plain SHA-256 is the
+right hash (no password stretching needed), and the store never holds a key itself. The key
+travels in the `X-API-Key` header (or `Authorization: Bearer <key>`); it is never logged::
+
+    key = add_key(Path(".cache/gateway/keys.json"), name="billing", role="caller")  # shown once
+    store = KeyStore.load(Path(".cache/gateway/keys.json"))
+    store.authenticate(key)        # ApiKey(name="billing", role="caller"), or None
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+Role = Literal["caller", "admin"]
+KEY_HEADER = "X-API-Key"
+_KEY_HEADER_LOWER = KEY_HEADER.lower().encode()
+_PREFIX = "tk_"
+_CHALLENGE = f'ApiKey header="{KEY_HEADER}"'.encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    """Who a valid key belongs to: the name is what logs, metrics and rate limits use."""
+
+    name: str
+    role: Role
+
+
+def generate_key() -> str:
+    return _PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    """The hashes of the valid keys, loaded from a JSON file."""
+
+    def __init__(self, entries: list[tuple[bytes, ApiKey]]) -> None:
+        self._entries = entries
+
+    @classmethod
+    def load(cls, path: Path) -> KeyStore:
+        """Read `{"keys": [{"name", "role", "sha256"}]}`; a missing file is an empty store."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls([])
+        entries = []
+        for item in data.get("keys", []):
+            role = item.get("role", "caller")
+            if role not in ("caller", "admin"):
+                raise ValueError(f"{path}: key {item.get('name')!r} has unknown role {role!r}")
+            entries.append((bytes.fromhex(item["sha256"]), ApiKey(str(item["name"]), role)))
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, presented: str | None) -> ApiKey | None:
+        """The key's owner, or None. Every stored hash is compared, each in constant time, so
+        the time taken tells nothing about which key (or how much of one) matched."""
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode(errors="replace")).digest()
+        found = None
+        for stored, owner in self._entries:
+            if hmac.compare_digest(stored, digest):
+                found = owner
+        return found
+
+
+def _write_store(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.chmod(partial, 0o600)
+    os.replace(partial, path)
+
+
+def add_key(path: Path, *, name: str, role: Role = "caller", key: str | None = None) -> str:
+    """Add a key to the store (its hash only) and return the key, which is not kept anywhere."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = {"keys": []}
+    if any(item["name"] == name for item in data["keys"]):
+        raise ValueError(f"{path} already has a key named {name!r}: pick another name")
+    key = key or generate_key()
+    data["keys"].append({"name": name, "role": role, "sha256": key_hash(key)})
+    _write_store(path, data)
+    return key
+
+
+def ensure_dev_keys(keys_file: Path) -> dict[str, str]:
+    """The development keys, created on first use: {"caller": key, "admin": key}.
+
+    For development only: the plain keys are kept in `dev-api-key` and `dev-admin-key`
+    (mode 0600) beside the store, so `make api-key` can print them again. Production keys are
+    made with `python -m tritonkit.gateway.keys add`, which shows a key once and keeps only its
+    hash.
+    """
+    keys: dict[str, str] = {}
+    roles: tuple[tuple[Role, str], ...] = (("caller", "dev"), ("admin", "dev-admin"))
+    for role, name in roles:
+        plain = keys_file.parent / ("dev-api-key" if role == "caller" else "dev-admin-key")
+        store = KeyStore.load(keys_file)
+        if plain.exists():
+            key = plain.read_text().strip()
+            if store.authenticate(key) is None:  # the store was replaced: register it again
+                add_key(keys_file, name=f"{name}-{secrets.token_hex(2)}", role=role, key=key)
+        else:
+            key = generate_key()
+            add_key(keys_file, name=name, role=role, key=key)
+            plain.parent.mkdir(parents=True, exist_ok=True)
+            plain.write_text(key + "\n")
+            os.chmod(plain, 0o600)
+        keys[role] = key
+    return keys
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The key of an ASGI request's raw headers: X-API-Key, else Authorization: Bearer."""
+    bearer = None
+    for name, value in headers:
+        if name == _KEY_HEADER_LOWER:
+            return value.decode("latin-1")
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            bearer = value[7:].decode("latin-1").strip()
+    return bearer
+
+
+class ApiKeyMiddleware:
+    """Pure ASGI: 401 without a valid key on /predict and /admin, 403 for a caller's key on
+    /admin. The owner goes to `scope["state"]["api_key"]` for the rate limits and handlers."""
+
+    def __init__(self, app: Any, *, store: Any) -> None:
+        self.app = app
+        self.store = store  # has .keys: KeyStore (replaced by /admin/keys/reload)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        admin = path.startswith("/admin")
+        if not (admin or path.startswith("/predict")):
+            await self.app(scope, receive, send)
+            return
+        owner = self.store.keys.authenticate(presented_key(scope["headers"]))
+        if owner is None:
+            await send_error(send, 401, "unauthorized",
+                             f"missing or invalid API key: send it in the {KEY_HEADER} header",
+                             headers=[(b"www-authenticate", _CHALLENGE)])
+            return
+        if admin and owner.role != "admin":
+            await send_error(send, 403, "forbidden", "this endpoint needs an admin key")
+            return
+        scope.setdefault("state", {})["api_key"] = owner
+        await self.app(scope, receive, send)
+
+
+async def send_error(send: Any, status: int, error: str, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer an ASGI request with the contract's error body."""
+    body = orjson.dumps({"error": error, "message": message, "problems": []})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})

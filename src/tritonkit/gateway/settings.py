@@ -1,0 +1,96 @@
+"""Runtime settings of the gateway: one frozen dataclass, each field with its flag's help.
+
+`tritonkit.gateway.cli` fills it from flags whose defaults come from `TRITONKIT_GATEWAY_*`
+environment variables; tests build it directly::
+
+    settings = GatewaySettings(triton_url="127.0.0.1:8001", protocol="grpc", port=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from tritonkit.paths import CACHE
+
+GATEWAY_DIR = CACHE / "gateway"
+#: The key store (hashes only) that `make up` and `make api-key` create on first use.
+DEFAULT_KEYS_FILE = GATEWAY_DIR / "keys.json"
+#: Where `make certs` writes its self-signed pair.
+CERTS_DIR = CACHE / "certs"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """How the gateway runs; `help` of each field is the CLI flag's help."""
+
+    #: host:port of Triton (gRPC port for grpc, HTTP port for http)
+    triton_url: str = "127.0.0.1:8001"
+    #: protocol to Triton: grpc or http (tritonclient's asyncio clients)
+    protocol: Literal["grpc", "http"] = "grpc"
+    #: address the gateway binds
+    host: str = "127.0.0.1"
+    #: port the gateway listens on (0: any free port, reported at start)
+    port: int = 8080
+    #: TLS certificate (PEM); with tls_key, the gateway serves HTTPS only
+    tls_cert: Path | None = None
+    #: TLS private key (PEM)
+    tls_key: Path | None = None
+    #: the key store: JSON with the SHA-256 of each API key, never the keys
+    keys_file: Path = DEFAULT_KEYS_FILE
+    #: requests per key, in the `limits` notation ("200/second", "10000/minute")
+    rate_limit_per_key: str = "200/second"
+    #: requests for all keys together
+    rate_limit_global: str = "5000/second"
+    #: where rate-limit counters live: memory:// (per replica) or async+redis://host:6379 (shared)
+    rate_limit_storage: str = "memory://"
+    #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
+    rate_limit_fail_open: bool = True
+    #: deadline of one call to Triton, seconds
+    triton_timeout_s: float = 1.0
+    #: coalesce concurrent /predict calls into one Triton request
+    coalesce: bool = True
+    #: longest a request waits for others to join its Triton request, seconds
+    coalesce_max_wait_s: float = 0.002
+    #: most customers in one coalesced Triton request (at most the model's max_batch_size)
+    coalesce_max_rows: int = 64
+    #: Triton requests in flight at once from the coalescer; more requests wait and merge
+    coalesce_max_in_flight: int = 2
+    #: most customers in one /predict/batch request (the model's max_batch_size)
+    max_batch: int = 256
+    #: largest request body accepted, bytes (413 beyond, checked before reading it)
+    max_body_bytes: int = 256 * 1024
+    #: consecutive failures of the Triton path that open the breaker
+    breaker_failures: int = 5
+    #: how long an open breaker waits before one probe goes to Triton, seconds
+    breaker_reset_s: float = 2.0
+    #: answer with the fallback model while Triton cannot (else 503)
+    fallback: bool = True
+    #: how long a /readyz answer (a real inference) is reused, seconds
+    ready_cache_s: float = 1.5
+    #: the churn model version whose artefacts (schema, fallback) the gateway loads
+    model_version: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("tls_cert and tls_key go together: give both or neither")
+        if self.protocol not in ("grpc", "http"):
+            problems.append(f"protocol must be grpc or http, not {self.protocol!r}")
+        if not 1 <= self.coalesce_max_rows <= self.max_batch:
+            problems.append(f"coalesce_max_rows must be between 1 and max_batch "
+                            f"({self.max_batch}), not {self.coalesce_max_rows}")
+        for name in ("triton_timeout_s", "breaker_reset_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0")
+        if self.coalesce_max_wait_s < 0 or self.coalesce_max_in_flight < 1:
+            problems.append("coalesce_max_wait_s must be >= 0 and coalesce_max_in_flight >= 1")
+        if self.max_body_bytes < 1024:
+            problems.append("max_body_bytes must be at least 1024")
+        if problems:
+            raise ValueError("invalid gateway settings: " + "; ".join(problems))
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
