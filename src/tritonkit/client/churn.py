@@ -57,6 +57,8 @@ class Prediction:
     churn_probability: float
     risk_level: str
     model_version: str
+    #: True when the fallback model answered instead (`resilient.ResilientChurnClient`)
+    degraded: bool = False
 
 
 def _label(index: int, row: Any) -> str:
