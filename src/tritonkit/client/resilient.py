@@ -177,6 +177,12 @@ class GatewayClient:
             self._connection.close()
             self._connection = None
 
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _fallback(self, customer_id: str, features: Mapping[str, Any]) -> GatewayPrediction:
         assert self.fallback is not None
         probability, risk = self.fallback.predict_one(features)
