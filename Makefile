@@ -8,6 +8,11 @@ PY := $(VENV)/bin/python
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# The monitoring stack `make up` runs beside Triton: the sidecar (/health /alerts /report
+# /metrics), and Prometheus and Alertmanager where Debian's binaries are installed.
+MONITOR_PORT ?= 9108
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
 # The serve CLI of `make up` writes its PID here; `make down` stops that process and only it.
 PID_FILE ?= .cache/serve.pid
 # The image of the production stack (docker-compose.yml reads TRITON_IMAGE too).
@@ -18,7 +23,11 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 REPOSITORY := model_repository/churn/config.pbtxt
 
-.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring predict compose-config clean
+GATEWAY_PORT ?= 8080
+GATEWAY_PROTOCOL ?= grpc
+TRITON_URL ?= 127.0.0.1:$(GRPC_PORT)
+
+.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway predict compose-config clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,9 +52,15 @@ $(REPOSITORY): $(STAMP)
 build-engines: $(STAMP) ## train/export/check the models and render both model repositories
 	$(PY) scripts/build_engines.py
 
-up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble on this machine (no Docker, no GPU), foreground
+up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble and its monitoring (sidecar, Prometheus, Alertmanager), foreground
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+		{ apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager; } \
+		>/dev/null 2>&1 || echo "note: could not apt-get install prometheus" \
+		"prometheus-alertmanager (not root?); make up serves without them"; \
+	fi
 	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-		--metrics-port $(METRICS_PORT) --pid-file $(PID_FILE)
+		--metrics-port $(METRICS_PORT) --pid-file $(PID_FILE) --monitor-port $(MONITOR_PORT) \
+		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT)
 
 down: ## stop the server that `make up` started, and no other (the PID in PID_FILE)
 	@if [ -e $(PID_FILE) ]; then $(PY) -m tritonkit.serve.cli --stop --pid-file $(PID_FILE); \
@@ -74,6 +89,21 @@ bench: $(STAMP) system-deps $(REPOSITORY) ## Triton ensemble vs the naive Flask 
 bench-monitoring: $(STAMP) system-deps $(REPOSITORY) ## what drift metrics and latency summaries cost the ensemble (wrk)
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/monitoring_cost.py --duration-s $(BENCH_DURATION_S)
+
+certs: $(STAMP) ## a self-signed TLS pair for the gateway in .cache/certs/ (development)
+	$(PY) -m tritonkit.gateway.cli certs
+
+api-key: $(STAMP) ## print the gateway's development API key (and admin key), creating them once
+	$(PY) -m tritonkit.gateway.cli api-key
+
+gateway: $(STAMP) ## the /predict gateway in the foreground against a running Triton (TRITON_URL)
+	$(PY) -m tritonkit.gateway.cli api-key
+	$(PY) -m tritonkit.gateway.cli serve --triton-url $(TRITON_URL) \
+		--protocol $(GATEWAY_PROTOCOL) --port $(GATEWAY_PORT)
+
+bench-gateway: $(STAMP) system-deps $(REPOSITORY) ## the gateway vs naive server vs Triton direct under wrk
+	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
+	$(PY) bench/gateway.py --duration-s $(BENCH_DURATION_S)
 
 compose-config: ## validate docker-compose.yml offline (needs docker-compose)
 	docker-compose -f docker-compose.yml config -q
