@@ -105,8 +105,10 @@ bench-gateway: $(STAMP) system-deps $(REPOSITORY) ## the gateway vs naive server
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/gateway.py --duration-s $(BENCH_DURATION_S)
 
-compose-config: ## validate docker-compose.yml offline (needs docker-compose)
-	docker-compose -f docker-compose.yml config -q
+compose-config: ## validate docker-compose.yml offline (needs docker-compose; placeholder secrets)
+	TRITON_ADMIN_KEY=$${TRITON_ADMIN_KEY:-compose-config-check} \
+	GRAFANA_ADMIN_PASSWORD=$${GRAFANA_ADMIN_PASSWORD:-compose-config-check} \
+		docker-compose -f docker-compose.yml config -q
 
 clean: ## remove build outputs (artefacts, rendered repositories, caches); keeps .venv
 	rm -rf artifacts build .cache .pytest_cache .mypy_cache .ruff_cache bench/results
