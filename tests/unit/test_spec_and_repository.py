@@ -12,11 +12,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonkit.errors import SpecError
 from tritonkit.features import ALL_FEATURES, NUMPY_DTYPES, TRITON_DTYPES, FeatureSchema
-from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
 from tritonkit.spec import DEFAULT_SPEC, Spec, load_spec
-
-COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 
 
 def _write_spec(tmp_path: Path, mutate: object) -> Path:
@@ -130,24 +127,3 @@ def test_warmup_samples_are_customers_the_step_accepts_when_rendered(
         assert schema.validate(columns) == [], sample.name
         _, bad = schema.encode_checked(columns)
         assert not bad.any(), sample.name
-
-
-def test_compose_serves_the_production_repository_that_the_spec_renders(spec: Spec) -> None:
-    compose = yaml.safe_load(COMPOSE_FILE.read_text())
-    triton = compose["services"]["triton"]
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in triton["volumes"]}
-    assert Path(mounts["/models"]) == Path(".") / spec.targets["production"].repository
-    assert "--model-repository=/models" in triton["command"]
-    devices = triton["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["capabilities"] == ["gpu"]
-
-
-def test_compose_file_passes_docker_compose_schema_check() -> None:
-    import shutil
-    import subprocess
-
-    if not shutil.which("docker-compose"):
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr

@@ -1,0 +1,321 @@
+"""The monitoring stack's configuration, offline: Prometheus' config, rules and their promtool unit
+tests, Alertmanager's routes and inhibitions, Grafana's provisioning, the compose file and the
+sidecar's image. The tools run when installed (Debian: `apt-get install prometheus
+prometheus-alertmanager docker-compose`) and the test says so when one is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tritonkit.monitor.exported import ENSEMBLE_FAILURE_MULTIPLICITY
+from tritonkit.paths import PROJECT_ROOT
+from tritonkit.spec import Spec
+
+MONITORING = PROJECT_ROOT / "monitoring"
+PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
+RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
+RULE_TESTS = sorted((MONITORING / "prometheus" / "tests").glob("*.yml"))
+ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
+GRAFANA_PROVISIONING = MONITORING / "grafana" / "provisioning"
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+SIDECAR_ALERTS = PROJECT_ROOT / "configs" / "alerts.yaml"
+SEVERITIES = {"page", "ticket", "critical", "warning"}
+#: Placeholder secrets for checks of the compose file; a real stack refuses to start without them.
+COMPOSE_CHECK_ENV = {"TRITON_ADMIN_KEY": "compose-check", "GRAFANA_ADMIN_PASSWORD": "compose-check"}
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian: apt-get install {package})")
+    return path
+
+
+def _run(*cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120,
+                          cwd=PROJECT_ROOT, env=env)
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]
+
+
+def _alerts() -> list[dict[str, Any]]:
+    return [rule for rule in _rules() if "alert" in rule]
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+def test_prometheus_config_passes_promtool_check_config() -> None:
+    promtool = _tool("promtool", "prometheus")
+    result = _run(promtool, "check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(RULE_FILES)} rule files found" in result.stdout
+
+
+def test_prometheus_rules_pass_promtool_check_rules() -> None:
+    promtool = _tool("promtool", "prometheus")
+    result = _run(promtool, "check", "rules", *map(str, RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rules_pass_their_promtool_unit_tests() -> None:
+    promtool = _tool("promtool", "prometheus")
+    assert {p.stem for p in RULE_TESTS} >= {"slo_test", "serving_test", "drift_test"}
+    result = _run(promtool, "test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_tests_cover_every_alert_firing_and_silent() -> None:
+    """Each alert name has a promtool case where it fires and one where it stays silent."""
+    fired: set[str] = set()
+    silent: set[str] = set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in _alerts()}
+    assert names - fired == set(), "alerts never shown firing"
+    assert names - silent == set(), "alerts never shown silent"
+
+
+def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in config["scrape_configs"]}
+    services = _compose()["services"]
+    assert targets["triton"] == ["triton:8002"]
+    assert "--metrics-port=8002" in services["triton"]["command"]
+    assert targets["tritonkit-monitor"] == ["monitor:9108"]
+    assert services["monitor"]["environment"]["TRITONKIT_MONITOR_PORT"] == "9108"
+    alertmanagers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanagers == ["alertmanager:9093"]
+
+
+def test_prometheus_alerts_carry_severity_service_and_runbook() -> None:
+    alerts = _alerts()
+    assert alerts
+    for rule in alerts:
+        assert rule["alert"].startswith("TritonChurn"), rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]
+        assert rule["labels"]["service"] == "churn", rule["alert"]
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+
+
+def test_prometheus_alert_names_differ_from_the_sidecars() -> None:
+    """Both send to Alertmanager: a shared name would merge two evaluators' alerts."""
+    if not SIDECAR_ALERTS.exists():
+        pytest.skip(f"{SIDECAR_ALERTS} is not written yet")
+    sidecar = {rule["name"] for rule in yaml.safe_load(SIDECAR_ALERTS.read_text())["rules"]}
+    assert {rule["alert"] for rule in _alerts()} & sidecar == set()
+
+
+def test_error_ratios_divide_the_ensembles_failures_by_the_failure_multiplicity() -> None:
+    """Triton 2.51 counts a failed ensemble request twice: every use of the counter halves it."""
+    failure = re.compile(r"nv_inference_request_failure\{[^}]*\}\[[^\]]+\]\)\)")
+    halved = re.compile(failure.pattern + rf"\s*/\s*{ENSEMBLE_FAILURE_MULTIPLICITY}\b")
+    exprs = [rule["expr"] for rule in _rules()] + _dashboard_exprs()
+    uses = sum(len(failure.findall(expr)) for expr in exprs)
+    assert uses >= 7  # the six windows of slo.yml and the dashboard at least
+    assert sum(len(halved.findall(expr)) for expr in exprs) == uses
+
+
+def test_burn_rate_alerts_page_and_ticket_on_the_sre_windows() -> None:
+    burn = [r for r in _alerts() if r["alert"] == "TritonChurnErrorBudgetBurn"]
+    windows = {r["labels"]["slo_window"]: (r["labels"]["severity"], " ".join(r["expr"].split()))
+               for r in burn}
+    assert windows == {
+        "1h": ("page", "churn:request_error_ratio:rate1h > (14.4 * 0.005) and "
+                       "churn:request_error_ratio:rate5m > (14.4 * 0.005)"),
+        "6h": ("page", "churn:request_error_ratio:rate6h > (6 * 0.005) and "
+                       "churn:request_error_ratio:rate30m > (6 * 0.005)"),
+        "1d": ("ticket", "churn:request_error_ratio:rate1d > (3 * 0.005) and "
+                         "churn:request_error_ratio:rate2h > (3 * 0.005)"),
+    }
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+
+def test_alertmanager_config_passes_amtool_check_config() -> None:
+    amtool = _tool("amtool", "prometheus-alertmanager")
+    result = _run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("severity", "receiver"), [
+    ("page", "pager"), ("critical", "critical"), ("warning", "ticket"), ("ticket", "ticket")])
+def test_alertmanager_routes_each_severity_to_its_receiver(severity: str, receiver: str) -> None:
+    amtool = _tool("amtool", "prometheus-alertmanager")
+    result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+                  f"--verify.receivers={receiver}", "alertname=TritonChurnErrorBudgetBurn",
+                  "service=churn", f"severity={severity}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_groups_by_alertname_and_service() -> None:
+    route = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())["route"]
+    assert route["group_by"] == ["alertname", "service"]
+
+
+def test_alertmanager_inhibition_matchers_name_alerts_that_exist() -> None:
+    """A renamed alert must not leave an inhibit rule that silently matches nothing."""
+    names = {rule["alert"] for rule in _alerts()}
+    if SIDECAR_ALERTS.exists():
+        names |= {rule["name"] for rule in yaml.safe_load(SIDECAR_ALERTS.read_text())["rules"]}
+    matcher = re.compile(r'^alertname(=~?)"(.*)"$')
+    for rule in yaml.safe_load(ALERTMANAGER_CONFIG.read_text())["inhibit_rules"]:
+        for side in ("source_matchers", "target_matchers"):
+            for text in rule[side]:
+                match = matcher.match(text)
+                if not match:
+                    continue
+                op, value = match.groups()
+                hits = {n for n in names if (re.fullmatch(value, n) if op == "=~" else n == value)}
+                assert hits, f"{side} {text} matches no alert of {sorted(names)}"
+
+
+# -- Grafana ---------------------------------------------------------------------------------
+
+def test_grafana_dashboard_reads_the_provisioned_prometheus() -> None:
+    datasources = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text())["datasources"]
+    uid = datasources[0]["uid"]
+    assert datasources[0]["url"] == "http://prometheus:9090"
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid and target["expr"], panel["title"]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in ("requests", "latency", "queue", "error", "drift", "psi", "jensen-shannon",
+                  "unseen", "prediction", "alerts"):
+        assert topic in titles, topic
+
+
+def test_grafana_provisions_the_dashboards_folder_that_compose_mounts() -> None:
+    providers = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "dashboards" / "dashboards.yml").read_text())["providers"]
+    volumes = _compose()["services"]["grafana"]["volumes"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in volumes}
+    assert mounts["./monitoring/grafana/dashboards"] == providers[0]["options"]["path"]
+    assert mounts["./monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+# -- docker-compose.yml ----------------------------------------------------------------------
+
+def test_compose_runs_triton_and_its_monitoring() -> None:
+    services = _compose()["services"]
+    assert set(services) >= {"triton", "monitor", "prometheus", "alertmanager", "grafana"}
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+
+
+def test_compose_serves_the_production_repository_that_the_spec_renders(spec: Spec) -> None:
+    triton = _compose()["services"]["triton"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in triton["volumes"]}
+    assert Path(mounts["/models"]) == Path(".") / spec.targets["production"].repository
+    assert "./build/production/model_repository:/models:ro" in triton["volumes"]
+    assert "--model-repository=/models" in triton["command"]
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+
+
+def test_compose_triton_healthcheck_probes_the_ensembles_readiness() -> None:
+    test = _compose()["services"]["triton"]["healthcheck"]["test"]
+    assert any(part.endswith("/v2/models/churn/ready") for part in test), test
+    assert not any("/v2/health/ready" in part for part in test)
+
+
+def test_compose_triton_restricts_model_control_to_the_admin_key() -> None:
+    """Over HTTP and gRPC alike, and the stack refuses to start without a key."""
+    command = _compose()["services"]["triton"]["command"]
+    key = "admin-key=${TRITON_ADMIN_KEY:?set TRITON_ADMIN_KEY}"
+    assert f"--http-restricted-api=model-repository:{key}" in command
+    assert f"--grpc-restricted-protocol=model-repository:{key}" in command
+    monitor_env = _compose()["services"]["monitor"]["environment"]
+    assert monitor_env["TRITONKIT_MONITOR_TRITON_ADMIN_KEY"].startswith("${TRITON_ADMIN_KEY")
+
+
+def test_compose_summary_latencies_are_on_as_readme_says() -> None:
+    """The p95 alert and the dashboard read Triton's latency quantiles; README's production
+    section says they are on."""
+    assert "--metrics-config=summary_latencies=true" in _compose()["services"]["triton"]["command"]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Monitoring stack (production)"):]
+    section = section[:section.index("\n## ")]
+    assert "--metrics-config=summary_latencies=true" in section
+
+
+def test_compose_publishes_admin_ports_on_localhost_only() -> None:
+    services = _compose()["services"]
+    for name in ("monitor", "prometheus", "alertmanager", "grafana"):
+        for port in services[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), (name, port)
+    metrics = [p for p in services["triton"]["ports"] if p.endswith(":8002")]
+    assert metrics and all(p.startswith("127.0.0.1:") for p in metrics)
+
+
+def test_compose_monitor_runs_the_sidecar_against_the_stack() -> None:
+    monitor = _compose()["services"]["monitor"]
+    assert monitor["build"]["dockerfile"] == "monitoring/Dockerfile"
+    env = monitor["environment"]
+    assert env["TRITONKIT_MONITOR_TRITON_URL"] == "http://triton:8000"
+    assert env["TRITONKIT_MONITOR_METRICS_URL"] == "http://triton:8002/metrics"
+    assert env["TRITONKIT_MONITOR_PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert env["TRITONKIT_MONITOR_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    assert any("localhost:9108/health" in part for part in monitor["healthcheck"]["test"])
+    dockerfile = (MONITORING / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    assert "pip install -c constraints.txt ." in dockerfile
+    assert 'CMD ["python", "-m", "tritonkit.monitor.cli"]' in dockerfile
+
+
+def test_compose_monitor_environment_names_options_the_sidecar_reads() -> None:
+    """A misspelt TRITONKIT_MONITOR_* variable would be ignored without a word."""
+    result = _run(sys.executable, "-m", "tritonkit.monitor.cli", "--help")
+    assert result.returncode == 0, result.stderr
+    documented = set(re.findall(r"TRITONKIT_MONITOR_[A-Z_]+", result.stdout))
+    env = _compose()["services"]["monitor"]["environment"]
+    assert set(env) - documented == set()
+
+
+def test_compose_file_passes_docker_compose_schema_check() -> None:
+    docker_compose = _tool("docker-compose", "docker-compose")
+    env = {**os.environ, **COMPOSE_CHECK_ENV}
+    result = _run(docker_compose, "-f", str(COMPOSE_FILE), "config", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_an_admin_key() -> None:
+    docker_compose = _tool("docker-compose", "docker-compose")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"}
+    env["GRAFANA_ADMIN_PASSWORD"] = "compose-check"
+    result = _run(docker_compose, "-f", str(COMPOSE_FILE), "config", "-q", env=env)
+    assert result.returncode != 0
+    assert "set TRITON_ADMIN_KEY" in result.stderr
