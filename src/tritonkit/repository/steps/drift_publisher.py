@@ -82,6 +82,7 @@ class DriftPublisher:
             log_error(f"drift metrics: flush failed: {describe(exc)}")
 
     def stop(self):
+        """Stop flushing. Counts of the last interval are dropped: a metric call made while
+        Triton unloads the model can wait on the server that is waiting for this finalize."""
         self._stopped.set()
-        self._thread.join(timeout=5)
-        self.flush()
+        self._thread.join(timeout=1)
