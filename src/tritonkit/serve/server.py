@@ -70,6 +70,10 @@ class ServerSettings:
     # Latency quantiles (Prometheus summaries) cost ~23 % of tritonserver's CPU at concurrency 64
     # (perf: prometheus::Summary::Observe on every request of every model); off by default.
     summary_latencies: bool = False
+    # When set, Triton's model-repository API (load/unload, over HTTP and gRPC) answers only
+    # requests with the header `admin-key: <admin_key>`; the monitoring sidecar reloads a step
+    # whose python stub died with it (docs/platform.md).
+    admin_key: str | None = None
     # Preload jemalloc/tcmalloc (see ALLOCATORS) when one is installed.
     preload_allocator: bool = True
     extra_args: tuple[str, ...] = ()
@@ -274,6 +278,11 @@ class TritonServer:
                 f"--cache-directory={_pytriton_root() / 'tritonserver' / 'caches'}",
                 f"--cache-config=local,size={s.cache_size_bytes}",
             ]
+        if s.admin_key:
+            cmd += [
+                f"--http-restricted-api=model-repository:admin-key={s.admin_key}",
+                f"--grpc-restricted-protocol=model-repository:admin-key={s.admin_key}",
+            ]
         cmd += list(s.extra_args)
         return cmd
 
@@ -288,7 +297,10 @@ class TritonServer:
             )
         check_ports_free(self.settings)
         cmd = self.command()
-        logger.info("starting %s", " ".join(cmd))
+        shown = " ".join(cmd)
+        if self.settings.admin_key:  # the key stays out of logs
+            shown = shown.replace(self.settings.admin_key, "<admin-key>")
+        logger.info("starting %s", shown)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
         self._log_handle = log_handle
