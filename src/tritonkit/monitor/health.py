@@ -1,0 +1,297 @@
+"""Health of the served model, judged by real inferences, and healing of a dead python stub.
+
+Workaround (Triton 2.51, docs/platform.md): a python stub that dies is not restarted, and
+`/v2/health/ready` and `/v2/models/<name>/ready` keep answering 200 while every request that
+reaches the dead instance fails with 500 "Stub process '<model>_0_1' is not healthy". Only a
+real inference tells, and reloading the step through the repository API brings it back. So each
+check sends a few real customers (held-out test rows, in turn, so the probes themselves look like
+the reference data to the drift counters) through the ensemble, and on a 5xx while Triton is up
+reloads the failing steps (those named in the error, else every step of the ensemble)::
+
+    monitor = HealthMonitor(TritonProbe("http://127.0.0.1:8000", admin_key=key), "churn",
+                            customers)
+    report = monitor.check()          # report.ok, report.checks, report.healed
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from tritonkit.client.churn import kserve_json_inputs
+
+logger = logging.getLogger(__name__)
+
+#: How Triton names a model instance in its errors: '<model>_<group>_<index>'.
+_INSTANCE = re.compile(r"'([A-Za-z0-9_.-]+?)_\d+_\d+'")
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One health check's outcome; `ms` is how long it took, where that matters."""
+
+    name: str
+    ok: bool
+    detail: str
+    ms: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthReport:
+    at: float
+    checks: tuple[Check, ...]
+    healed: tuple[str, ...] = ()  # models this check reloaded
+    unavailable: bool = False     # the model did not answer (even if healed since)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "failing",
+            "checked_at": self.at,
+            "failing": [c.name for c in self.checks if not c.ok],
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail,
+                                **({"ms": round(c.ms, 2)} if c.ms is not None else {})}
+                       for c in self.checks},
+            "healed": list(self.healed),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthEvent:
+    """Something the health monitor saw or did, with when (seconds since the epoch)."""
+
+    at: float
+    kind: str  # "unavailable", "reloaded", "reload_failed", "recovered"
+    detail: str
+
+
+class HealError(Exception):
+    """A reload through Triton's repository API failed; the message says why."""
+
+
+class TritonProbe:
+    """The HTTP calls a health check makes to Triton, each with a timeout."""
+
+    def __init__(self, url: str, *, admin_key: str | None = None, timeout_s: float = 5.0,
+                 load_timeout_s: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self._admin_key = admin_key
+        self._load_timeout_s = load_timeout_s
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            response = self._client.get(f"{self.url}/v2/health/ready")
+        except httpx.HTTPError as exc:
+            return False, f"cannot reach Triton at {self.url}: {exc!r}"
+        return response.status_code == 200, f"/v2/health/ready answered {response.status_code}"
+
+    def steps(self, ensemble: str) -> tuple[str, ...]:
+        """The composing models of `ensemble`, from its config's ensemble steps."""
+        response = self._client.get(f"{self.url}/v2/models/{ensemble}/config")
+        response.raise_for_status()
+        config = response.json()
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        return tuple(dict.fromkeys(step["model_name"] for step in steps))
+
+    def infer(self, model: str, body: Mapping[str, Any]) -> tuple[int, str, float]:
+        """(HTTP status, error message or "", milliseconds); status 0 when unreachable."""
+        start = time.perf_counter()
+        try:
+            response = self._client.post(f"{self.url}/v2/models/{model}/infer", json=body)
+        except httpx.HTTPError as exc:
+            return 0, f"no answer from {self.url}: {exc!r}", (time.perf_counter() - start) * 1e3
+        ms = (time.perf_counter() - start) * 1e3
+        if response.status_code == 200:
+            return 200, "", ms
+        try:
+            message = str(response.json().get("error", response.text))
+        except ValueError:
+            message = response.text
+        return response.status_code, " ".join(message.split())[:300], ms
+
+    def reload(self, model: str) -> None:
+        """Reload `model` through the repository API; raise HealError when Triton refuses.
+
+        Workaround (Triton 2.51): a plain `load` of a model whose files did not change is a
+        no-op that leaves the dead stub in place, and `unload` + `load` fails every request in
+        between. A load whose config differs (the served config plus a `tritonkit_reloaded_at`
+        parameter, which the steps ignore) makes Triton load fresh instances and switch to them
+        once they are ready, failing no request.
+        """
+        try:
+            response = self._client.get(f"{self.url}/v2/models/{model}/config")
+            response.raise_for_status()
+            config = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise HealError(f"reloading {model}: cannot read its config: {exc!r}") from exc
+        config.setdefault("parameters", {})["tritonkit_reloaded_at"] = {
+            "string_value": f"{time.time():.3f}"}
+        headers = {"admin-key": self._admin_key} if self._admin_key else {}
+        try:
+            response = self._client.post(
+                f"{self.url}/v2/repository/models/{model}/load", headers=headers,
+                json={"parameters": {"config": json.dumps(config)}},
+                timeout=self._load_timeout_s)
+        except httpx.HTTPError as exc:
+            raise HealError(f"reloading {model}: no answer from {self.url}: {exc!r}") from exc
+        if response.status_code == 403:
+            raise HealError(f"reloading {model}: Triton's repository API refused the admin key "
+                            "(403): pass the key of --http-restricted-api with "
+                            "--triton-admin-key / TRITONKIT_MONITOR_TRITON_ADMIN_KEY")
+        if response.status_code != 200:
+            raise HealError(f"reloading {model}: Triton answered {response.status_code}: "
+                            f"{response.text[:200]}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HealthMonitor:
+    """Checks the ensemble with real inferences and reloads steps that stopped answering.
+
+    Args:
+        probe: the HTTP calls to Triton.
+        ensemble: the model clients call.
+        customers: valid customers to send in turn (held-out test rows).
+        probes: requests per check; a model has several instances and only one may be dead.
+        latency_budget_ms: the slowest probe must answer within this.
+        heal: reload failing steps (False: only report them).
+        heal_backoff_s: wait before reloading the same model again if the check still fails;
+            doubles at each failed heal, up to 10 minutes.
+    """
+
+    def __init__(self, probe: TritonProbe, ensemble: str, customers: Sequence[Mapping[str, Any]],
+                 *, probes: int = 4, latency_budget_ms: float = 1000.0, heal: bool = True,
+                 heal_backoff_s: float = 10.0) -> None:
+        if not customers:
+            raise ValueError("the health probes need at least one valid customer")
+        self.probe = probe
+        self.ensemble = ensemble
+        self._customers = customers
+        self._next = 0
+        self.probes = probes
+        self.latency_budget_ms = latency_budget_ms
+        self.heal = heal
+        self._backoff_s = heal_backoff_s
+        self._retry_at: dict[str, tuple[float, float]] = {}  # model -> (not before, backoff)
+        self._steps: tuple[str, ...] | None = None
+        self._lock = threading.Lock()
+        self._unavailable: bool | None = None  # since the last take_unavailable()
+        self.latest: HealthReport | None = None
+        self.events: collections.deque[HealthEvent] = collections.deque(maxlen=100)
+        self.on_heal: list[Any] = []  # callables(model) told of every reload
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The ensemble's step models, read once from Triton (empty while it cannot say)."""
+        if self._steps is None:
+            try:
+                self._steps = self.probe.steps(self.ensemble)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                logger.info("cannot read the steps of %s yet: %r", self.ensemble, exc)
+                return ()
+        return self._steps
+
+    def check(self) -> HealthReport:
+        """Run every check now (and heal if needed); the report is also kept in `latest`."""
+        now = time.time()
+        ready, detail = self.probe.ready()
+        checks = [Check("triton_ready", ready, detail)]
+        healed: tuple[str, ...] = ()
+        if not ready:
+            checks.append(Check(f"inference_{self.ensemble}", False,
+                                "not tried: Triton is not ready"))
+            unavailable = True
+        else:
+            failures, slowest = self._probe_all()
+            unavailable = bool(failures)
+            if failures:
+                self._event(now, "unavailable", failures[0][1])
+            if failures and self.heal and any(status >= 500 for status, _ in failures):
+                healed = self._heal(failures)
+                if healed:
+                    failures, slowest = self._probe_all()
+                    if not failures:
+                        self._event(time.time(), "recovered", f"after reloading "
+                                    f"{', '.join(healed)}")
+            if not failures:
+                self._retry_at.clear()
+            inference = Check(
+                f"inference_{self.ensemble}", not failures,
+                failures[0][1] if failures else
+                (f"{self.probes} real inferences answered"
+                 + (f" after reloading {', '.join(healed)}" if healed else "")), slowest)
+            checks.append(inference)
+            if not failures:
+                checks.append(Check(
+                    f"latency_{self.ensemble}", slowest <= self.latency_budget_ms,
+                    f"slowest probe {slowest:.1f} ms, budget {self.latency_budget_ms:g} ms",
+                    slowest))
+        report = HealthReport(at=now, checks=tuple(checks), healed=healed,
+                              unavailable=unavailable)
+        with self._lock:
+            self._unavailable = unavailable or bool(self._unavailable)
+            self.latest = report
+        return report
+
+    def take_unavailable(self) -> float | None:
+        """1.0 if the model failed to answer at any check since the last call, 0.0 if every
+        check since passed, None if none ran (the `model_unavailable` alert signal)."""
+        with self._lock:
+            value, self._unavailable = self._unavailable, None
+        return None if value is None else float(value)
+
+    def _probe_all(self) -> tuple[list[tuple[int, str]], float]:
+        """Send `probes` customers; ([(status, message)] of the failures, slowest ms)."""
+        failures = []
+        slowest = 0.0
+        for _ in range(self.probes):
+            customer = self._customers[self._next % len(self._customers)]
+            self._next += 1
+            status, message, ms = self.probe.infer(
+                self.ensemble, {"inputs": kserve_json_inputs(customer)})
+            slowest = max(slowest, ms)
+            if status != 200:
+                failures.append((status, f"HTTP {status}: {message}"))
+        return failures, slowest
+
+    def _heal(self, failures: Sequence[tuple[int, str]]) -> tuple[str, ...]:
+        steps = self.steps
+        named = {m for _, message in failures for m in _INSTANCE.findall(message)}
+        targets = [s for s in steps if s in named] or list(steps)
+        now = time.time()
+        healed = []
+        for model in targets:
+            not_before, backoff = self._retry_at.get(model, (0.0, self._backoff_s))
+            if now < not_before:
+                continue
+            self._retry_at[model] = (now + backoff, min(backoff * 2, 600.0))
+            try:
+                self.probe.reload(model)
+            except HealError as exc:
+                logger.error("%s", exc)
+                self._event(time.time(), "reload_failed", str(exc))
+                continue
+            logger.warning("reloaded %s: a real inference through %s failed", model,
+                           self.ensemble)
+            self._event(time.time(), "reloaded", model)
+            healed.append(model)
+            for callback in self.on_heal:
+                callback(model)
+        return tuple(healed)
+
+    def _event(self, at: float, kind: str, detail: str) -> None:
+        self.events.append(HealthEvent(at, kind, detail))

@@ -1,0 +1,356 @@
+"""The monitoring sidecar: every `interval_s` it scrapes, windows, judges and alerts; every
+`health_interval_s` it checks the model with real inferences (and heals it); an HTTP server
+answers `/metrics`, `/health`, `/alerts` and `/report`::
+
+    with MonitorService(MonitorSettings(triton_url="http://127.0.0.1:8000", port=0)) as service:
+        print(service.url)                    # http://127.0.0.1:<the port it got>
+        service.evaluate_once()               # what the loop runs; tests pass `now`
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.client.churn import read_customers
+from tritonkit.errors import ArtifactMissingError, TritonKitError
+from tritonkit.monitor.alerts import (
+    DEFAULT_RULES,
+    Alert,
+    AlertEngine,
+    AlertmanagerSink,
+    AlertSink,
+    Transition,
+    WebhookSink,
+    load_alert_rules,
+)
+from tritonkit.monitor.drift_stats import DriftThresholds
+from tritonkit.monitor.health import Check, HealthMonitor, HealthReport, TritonProbe
+from tritonkit.monitor.metrics import SidecarMetrics
+from tritonkit.monitor.report import render_report
+from tritonkit.monitor.signals import WindowJudge, WindowSignals
+from tritonkit.monitor.sources import (
+    MetricSource,
+    PrometheusSource,
+    SourceError,
+    TritonMetricsSource,
+)
+from tritonkit.monitor.windows import CounterWindows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MonitorSettings:
+    """How the sidecar runs; `cli.py` documents each as a flag with its environment variable."""
+
+    triton_url: str = "http://127.0.0.1:8000"
+    metrics_url: str | None = None  # None: Triton's host, port 8002, /metrics
+    prometheus_url: str | None = None  # read the counters from Prometheus instead
+    host: str = "127.0.0.1"
+    port: int = 9108  # docker-compose.yml's; 0: any free port (see MonitorService.port)
+    interval_s: float = 15.0
+    window_s: float = 300.0
+    min_rows: int = 500
+    alerts_file: Path = DEFAULT_RULES
+    profile_path: Path | None = None  # None: artifacts/churn/<version>/reference_profile.json
+    model: str = "churn"
+    version: str | None = None  # None: the spec's version of `model`
+    alertmanager_url: str | None = None
+    webhook_url: str | None = None
+    admin_key: str | None = None
+    health_interval_s: float = 5.0
+    probes: int = 4
+    latency_budget_ms: float = 1000.0
+    timeout_s: float = 5.0
+    heal: bool = True
+
+    def resolved_metrics_url(self) -> str:
+        if self.metrics_url:
+            return self.metrics_url
+        host = urlsplit(self.triton_url).hostname or "127.0.0.1"
+        return f"http://{host}:8002/metrics"
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation saw and changed."""
+
+    at: float
+    signals: WindowSignals | None  # None before the second scrape, or when the scrape failed
+    transitions: tuple[Transition, ...]
+    source_error: str | None
+    seconds: float
+
+
+def load_profile(settings: MonitorSettings) -> tuple[dict[str, Any], str, Path]:
+    """(profile, version, its path): a clear error names the path and `make build-engines`."""
+    version = settings.version
+    if version is None:
+        from tritonkit.spec import load_spec
+
+        pipelines = load_spec().pipelines
+        if settings.model not in pipelines:
+            raise TritonKitError(f"model {settings.model!r} is not in configs/models.yaml "
+                                 f"(it has {', '.join(pipelines)}): pass --model")
+        version = str(pipelines[settings.model].version)
+    path = settings.profile_path or ChurnArtifacts.for_version(int(version)).profile
+    try:
+        profile = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactMissingError(f"reference profile {path} not found: run `make "
+                                   "build-engines`, or pass --profile") from None
+    except ValueError as exc:
+        raise ArtifactMissingError(f"reference profile {path} is not valid JSON ({exc}): run "
+                                   "`make build-engines` again") from None
+    return profile, str(version), Path(path)
+
+
+class MonitorService:
+    """The sidecar. Build it, `start()` it (or use it as a context manager), `stop()` it."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.profile, self.version, profile_path = load_profile(settings)
+        customers_file = profile_path.parent / "test.csv"
+        if not customers_file.exists():
+            raise ArtifactMissingError(f"{customers_file} (the health probes' customers) not "
+                                       "found: run `make build-engines`")
+        self.judge = WindowJudge(self.profile, model=settings.model, version=self.version,
+                                 thresholds=DriftThresholds(min_rows=settings.min_rows))
+        self.windows = CounterWindows(settings.window_s)
+        self.source: MetricSource = (
+            PrometheusSource(settings.prometheus_url, settings.timeout_s)
+            if settings.prometheus_url
+            else TritonMetricsSource(settings.resolved_metrics_url(), settings.timeout_s))
+        self.metrics = SidecarMetrics()
+        sinks: list[AlertSink] = []
+        if settings.alertmanager_url:
+            sinks.append(AlertmanagerSink(settings.alertmanager_url, timeout_s=settings.timeout_s))
+        if settings.webhook_url:
+            sinks.append(WebhookSink(settings.webhook_url, timeout_s=settings.timeout_s))
+        self.engine = AlertEngine(load_alert_rules(settings.alerts_file), sinks=sinks)
+        self.health = HealthMonitor(
+            TritonProbe(settings.triton_url, admin_key=settings.admin_key,
+                        timeout_s=settings.timeout_s),
+            settings.model, read_customers(customers_file), probes=settings.probes,
+            latency_budget_ms=settings.latency_budget_ms, heal=settings.heal)
+        self.health.on_heal.append(self.metrics.count_heal)
+        self.latest: Evaluation | None = None
+        self.latest_signals: WindowSignals | None = None  # of the newest window judged
+        self.resolved: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._source_error: str | None = "not scraped yet"
+        self._evaluate_lock = threading.Lock()
+        self._health_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._http: ThreadingHTTPServer | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def evaluate_once(self, now: float | None = None) -> Evaluation:
+        """Scrape, add the snapshot, judge the window, evaluate and deliver the alerts.
+
+        Args:
+            now: the evaluation's time in seconds (default: the clock); tests pass their own
+                to drive windows deterministically.
+        """
+        with self._evaluate_lock:
+            at = time.time() if now is None else now
+            samples = None
+            try:
+                samples = self.source.scrape()
+                self._source_error = None
+            except SourceError as exc:
+                self._source_error = str(exc)
+                self.metrics.count_scrape_error(self.source.name)
+                logger.warning("scrape failed: %s", exc)
+            started = time.perf_counter()
+            signals = None
+            if samples is not None:
+                self.windows.add(at, samples)
+                window = self.windows.window()
+                if window is not None:
+                    signals = self.judge.judge(window, self.health.steps)
+                    self.metrics.publish(signals)
+            unavailable = self.health.take_unavailable()
+            alert_signals = (signals.alert_signals(unavailable) if signals is not None
+                             else {"model_unavailable": unavailable})
+            transitions = tuple(self.engine.evaluate(at, alert_signals))
+            for transition in transitions:
+                if transition.state == "resolved":
+                    self.resolved.appendleft({**_transition_json(transition)})
+            self.metrics.set_alerts(self.engine.firing())
+            seconds = time.perf_counter() - started
+            self.metrics.observe_evaluation(seconds)
+            if signals is not None:
+                self.latest_signals = signals
+            self.latest = Evaluation(at, signals, transitions, self._source_error, seconds)
+            return self.latest
+
+    def check_health(self) -> HealthReport:
+        """Run the health checks now (what the health loop runs), metrics source included."""
+        with self._health_lock:
+            report = self.health.check()
+        self.metrics.set_health({c.name: c.ok for c in self._with_source(report).checks})
+        return report
+
+    def health_report(self) -> HealthReport:
+        """The newest health report (one is made now if none exists), with the source check."""
+        report = self.health.latest
+        if report is None:
+            report = self.check_health()
+        return self._with_source(report)
+
+    def _with_source(self, report: HealthReport) -> HealthReport:
+        error = self._source_error
+        source = Check(f"metrics_source_{self.source.name}", error is None,
+                       error or f"{self.source.url} scraped")
+        return dataclasses.replace(report, checks=(*report.checks, source))
+
+    def alerts_json(self) -> dict[str, Any]:
+        with self._evaluate_lock:
+            firing = [_alert_json(a) for a in self.engine.firing()]
+            resolved = list(self.resolved)
+        return {"firing": firing, "resolved": resolved}
+
+    def report_html(self) -> str:
+        with self._evaluate_lock:
+            signals = self.latest_signals
+            firing = self.engine.firing()
+        return render_report(signals, self.profile, firing=firing,
+                             health=self.health.latest)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The port the HTTP server got (settings.port, or a free one for port 0)."""
+        if self._http is None:
+            raise TritonKitError("the sidecar's HTTP server is not started: call start()")
+        return int(self._http.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    def start(self, *, evaluate_loop: bool = True, health_loop: bool = True
+              ) -> MonitorService:
+        """Serve HTTP; evaluate every interval_s and check health every health_interval_s in
+        background threads (tests turn a loop off and call `evaluate_once` themselves)."""
+        try:
+            self._http = ThreadingHTTPServer((self.settings.host, self.settings.port),
+                                             _handler(self))
+        except OSError as exc:
+            raise TritonKitError(f"the sidecar cannot listen on {self.settings.host}:"
+                                 f"{self.settings.port}: {exc.strerror}: pick another port "
+                                 "(--port / TRITONKIT_MONITOR_PORT)") from exc
+        self._http.daemon_threads = True
+        self._spawn("monitor-http", self._http.serve_forever)
+        if evaluate_loop:
+            self._spawn("monitor-evaluate",
+                        lambda: self._every(self.settings.interval_s, self.evaluate_once))
+        if health_loop:
+            self._spawn("monitor-health",
+                        lambda: self._every(self.settings.health_interval_s, self.check_health))
+        logger.info("monitoring sidecar on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self.engine.close()
+        self.source.close()
+        self.health.probe.close()
+
+    def __enter__(self) -> MonitorService:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _every(self, interval_s: float, work: Any) -> None:
+        """Run `work` now and then every `interval_s` until stop(); a failure is logged."""
+        while not self._stop.is_set():
+            try:
+                work()
+            except Exception:  # the service keeps running whatever one round did
+                logger.exception("%s failed", threading.current_thread().name)
+            self._stop.wait(interval_s)
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    return {"status": alert.status, "labels": dict(alert.labels),
+            "annotations": dict(alert.annotations), "startsAt": _iso(alert.starts_at),
+            "endsAt": _iso(alert.ends_at)}
+
+
+def _transition_json(transition: Transition) -> dict[str, Any]:
+    return {"status": transition.state, "labels": dict(transition.labels),
+            "value": transition.value, "endsAt": _iso(transition.at)}
+
+
+def _handler(service: MonitorService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path.rstrip("/") or "/"
+            try:
+                if path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(service.metrics.registry))
+                elif path == "/health":
+                    report = service.health_report()
+                    self._json(200 if report.ok else 503, report.as_json())
+                elif path == "/alerts":
+                    self._json(200, service.alerts_json())
+                elif path == "/report":
+                    self._send(200, "text/html; charset=utf-8", service.report_html().encode())
+                elif path == "/":
+                    self._json(200, {"endpoints": ["/health", "/alerts", "/report", "/metrics"]})
+                else:
+                    self._json(404, {"error": f"no such endpoint {path}: try /health, /alerts, "
+                                              "/report or /metrics"})
+            except Exception as exc:  # one bad request must not stop the sidecar
+                logger.exception("GET %s failed", path)
+                self._json(500, {"error": f"GET {path} failed: {exc!r}"})
+
+        def _json(self, status: int, body: Any) -> None:
+            self._send(status, "application/json", json.dumps(body, indent=1).encode())
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("%s " + format, self.address_string(), *args)
+
+    return Handler

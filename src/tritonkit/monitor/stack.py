@@ -1,0 +1,296 @@
+"""The monitoring stack beside the embedded Triton (`make up`): the sidecar in this process, and
+Prometheus and Alertmanager from the Debian binaries (`apt-get install prometheus
+prometheus-alertmanager`), one owner per process that `make up` and the tests both use.
+
+Each child dies with its parent, is polled for readiness against a deadline (its log's tail in
+the error when it does not come up), and is stopped with SIGTERM, then killed. The embedded
+Prometheus gets `monitoring/prometheus/prometheus.yml` with local targets (same job names, the
+same rules folder); Alertmanager gets `monitoring/alertmanager/alertmanager.yml`::
+
+    stack = EmbeddedStack(triton, StackOptions(monitor_port=9108, alertmanager_port=9093)).start()
+    print(stack.banner()); ...; stack.stop()
+    with AlertmanagerProcess(port=free_port(), workdir=tmp) as alertmanager:
+        alertmanager.alerts()         # GET /api/v2/alerts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from tritonkit.errors import ServerStartError, TritonKitError
+from tritonkit.monitor.service import MonitorService, MonitorSettings
+from tritonkit.paths import CACHE, PROJECT_ROOT
+from tritonkit.serve.server import TritonServer, _die_with_parent
+
+logger = logging.getLogger(__name__)
+
+MONITORING = PROJECT_ROOT / "monitoring"
+PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
+#: Debian's names first, then upstream's.
+PROMETHEUS_BINARIES = ("prometheus",)
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+_P = TypeVar("_P", bound="ManagedProcess")
+
+
+def find_binary(names: tuple[str, ...]) -> str | None:
+    """The first of `names` on PATH (or in /usr/bin), None when none is installed."""
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/bin")
+        if found:
+            return found
+    return None
+
+
+class ManagedProcess:
+    """One monitoring server as a child process, with its log in `workdir`."""
+
+    name = "process"
+    binaries: tuple[str, ...] = ()
+    install_hint = ""
+
+    def __init__(self, *, port: int, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.workdir = workdir
+        self.log_file = workdir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self, binary: str) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 30.0) -> ManagedProcess:
+        binary = find_binary(self.binaries)
+        if binary is None:
+            raise ServerStartError(f"{self.name} is not installed: {self.install_hint}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(binary)
+        logger.info("starting %s", " ".join(cmd))
+        with open(self.log_file, "wb") as log:
+            self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            code = self._process.poll()
+            if code is not None or time.monotonic() > deadline:
+                self.stop()
+                what = (f"exited with code {code}" if code is not None
+                        else f"was not ready after {timeout_s:.0f} s")
+                raise ServerStartError(f"{self.name} {what}; last log lines:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return False
+        except OSError:
+            return False
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_file, errors="replace") as handle:
+                return "".join(deque(handle, maxlen=lines))
+        except FileNotFoundError:
+            return "(no log written)"
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class AlertmanagerProcess(ManagedProcess):
+    """Alertmanager on one port, clustering off (it would bind 0.0.0.0:9094 otherwise)."""
+
+    name = "alertmanager"
+    binaries = ALERTMANAGER_BINARIES
+    install_hint = "apt-get install prometheus-alertmanager"
+
+    def __init__(self, *, port: int, workdir: Path, host: str = "127.0.0.1",
+                 config_file: Path = ALERTMANAGER_CONFIG) -> None:
+        super().__init__(port=port, workdir=workdir, host=host)
+        self.config_file = config_file
+
+    def command(self, binary: str) -> list[str]:
+        return [binary, f"--config.file={self.config_file}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address="]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Alertmanager holds now (`GET /api/v2/alerts`)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as response:
+            alerts: list[dict[str, Any]] = json.loads(response.read())
+        return alerts
+
+
+class PrometheusProcess(ManagedProcess):
+    """Prometheus with a config file written for local targets (`prometheus_config`)."""
+
+    name = "prometheus"
+    binaries = PROMETHEUS_BINARIES
+    install_hint = "apt-get install prometheus"
+
+    def __init__(self, *, port: int, workdir: Path, config: dict[str, Any],
+                 host: str = "127.0.0.1") -> None:
+        super().__init__(port=port, workdir=workdir, host=host)
+        self.config_file = workdir / "prometheus.yml"
+        self.config = config
+
+    def command(self, binary: str) -> list[str]:
+        self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        return [binary, f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.host}:{self.port}"]
+
+
+def prometheus_config(targets: dict[str, str], alertmanager: str | None,
+                      template: Path = PROMETHEUS_CONFIG, interval_s: float = 15.0
+                      ) -> dict[str, Any]:
+    """The production `prometheus.yml` with local targets: same jobs, same rule files.
+
+    Args:
+        targets: job name -> host:port (jobs of the template not named here are dropped).
+        alertmanager: host:port of Alertmanager, or None for no alerting.
+        template: the production config whose jobs and rule files are kept.
+        interval_s: scrape and rule-evaluation interval.
+    """
+    base: dict[str, Any] = yaml.safe_load(template.read_text()) if template.exists() else {}
+    folder = template.parent
+    jobs = [job["job_name"] for job in base.get("scrape_configs", [])] or list(targets)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval":
+                   f"{interval_s:g}s"},
+        "rule_files": [str(folder / pattern) for pattern in base.get("rule_files", [])],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [targets[job]]}]}
+                           for job in jobs if job in targets],
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": [alertmanager]}]}]}
+    return config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StackOptions:
+    """What `make up` starts beside tritonserver; a port of None leaves that server out."""
+
+    monitor: bool = True
+    monitor_port: int = 0  # 0: any free port
+    prometheus_port: int | None = None
+    alertmanager_port: int | None = None
+    admin_key: str | None = None
+    workdir: Path = CACHE / "monitoring"
+
+
+class EmbeddedStack:
+    """The sidecar (in this process), Alertmanager and Prometheus beside a running Triton.
+
+    Monitoring is never a reason to stop serving: a part that cannot start is left out and
+    named in `notes` (and in the banner) with its fix.
+    """
+
+    def __init__(self, triton: TritonServer, options: StackOptions) -> None:
+        self.triton = triton
+        self.options = options
+        self.monitor: MonitorService | None = None
+        self.alertmanager: AlertmanagerProcess | None = None
+        self.prometheus: PrometheusProcess | None = None
+        self.notes: list[str] = []
+
+    def start(self) -> EmbeddedStack:
+        o, host = self.options, self.triton.settings.host
+        if o.alertmanager_port is not None:
+            self.alertmanager = self._start_process(AlertmanagerProcess(
+                port=o.alertmanager_port, host=host,
+                workdir=o.workdir / f"alertmanager-{o.alertmanager_port}"))
+        if o.monitor:
+            try:
+                self.monitor = MonitorService(MonitorSettings(
+                    triton_url=self.triton.http_url, metrics_url=self.triton.metrics_url,
+                    host=host, port=o.monitor_port, admin_key=o.admin_key,
+                    alertmanager_url=self.alertmanager.url if self.alertmanager else None,
+                )).start()
+            except TritonKitError as exc:
+                self.notes.append(f"the monitoring sidecar did not start: {exc}")
+        if o.prometheus_port is not None:
+            targets = {"triton": urlsplit(self.triton.metrics_url).netloc,
+                       "prometheus": f"{host}:{o.prometheus_port}"}
+            if self.monitor is not None:
+                targets["tritonkit-monitor"] = f"{host}:{self.monitor.port}"
+            if self.alertmanager is not None:
+                targets["alertmanager"] = f"{host}:{self.alertmanager.port}"
+            self.prometheus = self._start_process(PrometheusProcess(
+                port=o.prometheus_port, host=host,
+                workdir=o.workdir / f"prometheus-{o.prometheus_port}",
+                config=prometheus_config(targets, targets.get("alertmanager"))))
+        return self
+
+    def _start_process(self, process: _P) -> _P | None:
+        try:
+            process.start()
+        except ServerStartError as exc:
+            self.notes.append(f"{process.name} did not start: {exc}")
+            return None
+        return process
+
+    def banner(self) -> str:
+        lines = []
+        if self.monitor is not None:
+            url = self.monitor.url
+            lines.append(f"  sidecar  {url}/health  {url}/alerts  {url}/report  {url}/metrics")
+        for name, process in (("Prometheus", self.prometheus),
+                              ("Alertmanager", self.alertmanager)):
+            if process is not None:
+                lines.append(f"  {name:<12} {process.url}   (log {process.log_file})")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        """Stop every part (Prometheus first, Alertmanager last); a second call does nothing."""
+        prometheus, monitor, alertmanager = self.prometheus, self.monitor, self.alertmanager
+        self.prometheus = self.monitor = self.alertmanager = None
+        if prometheus is not None:
+            prometheus.stop()
+        if monitor is not None:
+            monitor.stop()
+        if alertmanager is not None:
+            alertmanager.stop()
