@@ -5,6 +5,9 @@
 
 Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …). The pid file names
 the one serve CLI that `make down` stops; a second CLI with the same pid file refuses to start.
+Beside tritonserver it runs the monitoring sidecar (in this process) and, when their ports are
+given, Prometheus and Alertmanager (`tritonkit.monitor.stack`). Triton's model-repository API
+takes only requests with the admin key kept in `--admin-key-file` (made once if absent).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -20,7 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
-from tritonkit.paths import PROJECT_ROOT
+from tritonkit.monitor.stack import EmbeddedStack, StackOptions
+from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.serve.server import ServerSettings, TritonServer
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,37 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _env_port(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value else None
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "")
+    return default if not value else value.lower() not in ("0", "false", "no", "off")
+
+
+def admin_key(path: Path) -> str:
+    """The model-repository admin key in `path`, made once (mode 0600) when it is absent.
+
+    Made by a hard link from a private temporary file, so two CLIs starting at once agree on
+    one key and a reader never sees half of one.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(partial, path)
+        partial.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ServerStartError(f"the admin key file {path} is empty: delete it and start again")
+    return key
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the model repository with tritonserver.")
     parser.add_argument("--model-repository", type=Path,
@@ -80,6 +116,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pid-file", type=Path, default=os.environ.get("TRITONKIT_PID_FILE"),
                         help="write this CLI's PID here while it runs; refuse to start while it "
                              "names a running serve CLI (env TRITONKIT_PID_FILE; default: none)")
+    parser.add_argument("--summary-latencies", action=argparse.BooleanOptionalAction,
+                        default=_env_flag("TRITONKIT_SUMMARY_LATENCIES", True),
+                        help="latency quantiles on /metrics, for the sidecar's p95 alert; they "
+                             "cost tritonserver CPU under load (env TRITONKIT_SUMMARY_LATENCIES; "
+                             "default on)")
+    parser.add_argument("--admin-key-file", type=Path,
+                        default=Path(os.environ.get("TRITONKIT_ADMIN_KEY_FILE",
+                                                    CACHE / "triton-admin-key")),
+                        help="the key Triton's model-repository API (load/unload) requires in "
+                             "the header admin-key; made once if absent (env "
+                             "TRITONKIT_ADMIN_KEY_FILE; default .cache/triton-admin-key)")
+    parser.add_argument("--monitor", action=argparse.BooleanOptionalAction,
+                        default=_env_flag("TRITONKIT_MONITOR", True),
+                        help="run the monitoring sidecar in this process (env "
+                             "TRITONKIT_MONITOR; default on)")
+    parser.add_argument("--monitor-port", type=int, default=_env_int("TRITONKIT_MONITOR_PORT", 0),
+                        help="the sidecar's /health /alerts /report /metrics port, 0 for any "
+                             "free one (env TRITONKIT_MONITOR_PORT; default 0)")
+    parser.add_argument("--prometheus-port", type=int,
+                        default=_env_port("TRITONKIT_PROMETHEUS_PORT"),
+                        help="start Prometheus (Debian's /usr/bin/prometheus) on this port with "
+                             "monitoring/prometheus/ rules (env TRITONKIT_PROMETHEUS_PORT; "
+                             "default: not started)")
+    parser.add_argument("--alertmanager-port", type=int,
+                        default=_env_port("TRITONKIT_ALERTMANAGER_PORT"),
+                        help="start Alertmanager (Debian's prometheus-alertmanager) on this port "
+                             "with monitoring/alertmanager/alertmanager.yml (env "
+                             "TRITONKIT_ALERTMANAGER_PORT; default: not started)")
     parser.add_argument("--stop", action="store_true",
                         help="stop the serve CLI named in --pid-file, wait until it has exited, "
                              "and exit (what `make down` runs)")
@@ -163,12 +227,23 @@ def stop_serve_cli(pid_file: Path, timeout_s: float = STOP_TIMEOUT_S) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per health probe otherwise
     if args.stop:
         return stop_serve_cli(args.pid_file)
+    try:
+        key = admin_key(args.admin_key_file)
+    except (TritonKitError, OSError) as exc:
+        print(f"error: cannot read or make the admin key {args.admin_key_file}: {exc}",
+              file=sys.stderr)
+        return 1
     server = TritonServer(ServerSettings(
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
+        summary_latencies=args.summary_latencies, admin_key=key,
     ))
+    stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
+                         prometheus_port=args.prometheus_port,
+                         alertmanager_port=args.alertmanager_port, admin_key=key)
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.
@@ -178,20 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     if args.pid_file is None:
-        return serve(server, args.start_timeout_s)
+        return serve(server, args.start_timeout_s, stack)
     try:
         claim_pid_file(args.pid_file)
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        return serve(server, args.start_timeout_s)
+        return serve(server, args.start_timeout_s, stack)
     finally:
         release_pid_file(args.pid_file)
 
 
-def serve(server: TritonServer, start_timeout_s: float) -> int:
-    """Start `server`, serve until a stop is requested or it exits; returns the exit code."""
+def serve(server: TritonServer, start_timeout_s: float,
+          stack_options: StackOptions | None = None) -> int:
+    """Start `server` and the monitoring stack beside it, serve until a stop is requested or
+    tritonserver exits; returns the exit code."""
     try:
         server.start(timeout_s=start_timeout_s)
     except ServerInterrupted:
@@ -199,18 +276,28 @@ def serve(server: TritonServer, start_timeout_s: float) -> int:
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    stack = EmbeddedStack(server, stack_options or StackOptions(monitor=False)).start()
+    try:
+        return _serve_started(server, stack)
+    finally:
+        stack.stop()
+
+
+def _serve_started(server: TritonServer, stack: EmbeddedStack) -> int:
+    monitoring = stack.banner()
     print(f"""
 Triton is serving the `churn` ensemble (Ctrl-C stops it)
   HTTP     {server.http_url}   (KServe v2)
   gRPC     {server.grpc_url}
   metrics  {server.metrics_url}
   log      {server.log_file}
-
+{monitoring + chr(10) if monitoring else ""}
 Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
     -d '{EXAMPLE_BODY}'
 """, flush=True)
     code = server.wait()
+    stack.stop()  # before tritonserver: the sidecar would see it go and complain
     if code is None:
         logger.info("stopping tritonserver")
     server.stop(check=False)  # also closes the log when tritonserver exited by itself
