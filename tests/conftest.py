@@ -20,8 +20,9 @@ from tritonkit.artifacts import ChurnArtifacts, build_churn_artifacts
 from tritonkit.client.churn import read_customers
 from tritonkit.export.onnx_export import predict, session
 from tritonkit.features import ALL_FEATURES, FeatureSchema
+from tritonkit.monitor.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess, find_binary
 from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import TritonServer
+from tritonkit.serve.server import TritonServer, free_port
 from tritonkit.spec import Pipeline, Spec, load_spec
 
 from .support import serve
@@ -88,6 +89,19 @@ def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     server = serve(repositories["embedded"], tmp_path_factory.mktemp("triton"))
     yield server
     server.stop(check=True)
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerProcess]:
+    """A real Alertmanager (Debian's prometheus-alertmanager) on a free port, with the shipped
+    monitoring/alertmanager/alertmanager.yml; skips with its reason where it is not installed."""
+    if find_binary(ALERTMANAGER_BINARIES) is None:
+        pytest.skip("Alertmanager is not installed (Debian: apt-get install "
+                    "prometheus-alertmanager)")
+    process = AlertmanagerProcess(port=free_port(), workdir=tmp_path_factory.mktemp("alertmanager"))
+    process.start()
+    yield process
+    process.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

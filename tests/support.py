@@ -12,6 +12,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,46 @@ def poisoned(model: onnx.ModelProto, column: int) -> onnx.ModelProto:
     ])
     onnx.checker.check_model(model)
     return model
+
+
+def batch_body(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several customers as one KServe v2 JSON request body, one row each."""
+    bodies = [body_for(c) for c in customers]
+    return {"inputs": [
+        {**item, "shape": [len(bodies), 1], "data": [b["inputs"][k]["data"][0] for b in bodies]}
+        for k, item in enumerate(bodies[0]["inputs"])
+    ]}
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (from /proc/*/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...; comm may hold spaces and parentheses.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def stub_pids(triton: TritonServer, model: str) -> list[int]:
+    """PIDs of the python stubs that this `triton` (found by its HTTP port) runs for `model`,
+    and no other server's: several tritonservers may run on the machine."""
+    flag = f"--http-port={triton.settings.http_port}".encode()
+    servers = [int(path.parent.name) for path in Path("/proc").glob("[0-9]*/cmdline")
+               if (argv := _argv(path)) and argv[0].endswith(b"/tritonserver") and flag in argv]
+    return [child for server in servers for child in children(server)
+            if (argv := _argv(Path(f"/proc/{child}/cmdline")))
+            and argv[0].endswith(b"/triton_python_backend_stub")
+            and any(f"/{model}/".encode() in arg for arg in argv[1:2])]
+
+
+def _argv(cmdline: Path) -> list[bytes]:
+    """A process's command line from /proc/<pid>/cmdline; [] once it has gone."""
+    try:
+        return cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return []

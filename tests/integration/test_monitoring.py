@@ -1,0 +1,485 @@
+"""The monitoring sidecar against the real things: a tritonserver with summary latencies and a
+restricted repository API, real traffic of held-out customers (shifted where drift is wanted), a
+real Alertmanager, headless Chromium for the report, and the serve CLI that `make up` runs.
+
+Windows are driven with `evaluate_once(now)` on a simulated clock that advances a whole window
+per evaluation, so the shipped rules (configs/alerts.yaml: drift fires after 600 s, resolves
+after 1800 s) are what is tested, in seconds; the traffic of each window is real and flushed by
+the steps before the window closes.
+
+    .venv/bin/python -m pytest tests/integration/test_monitoring.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.monitor.alerts import DEFAULT_RULES
+from tritonkit.monitor.exported import SIDECAR_METRICS
+from tritonkit.monitor.service import Evaluation, MonitorService, MonitorSettings
+from tritonkit.monitor.stack import (
+    ALERTMANAGER_BINARIES,
+    PROMETHEUS_BINARIES,
+    AlertmanagerProcess,
+    find_binary,
+)
+from tritonkit.serve.server import TritonServer, free_port
+
+from ..support import batch_body, body_for, counter, post, serve, stub_pids, with_input
+
+ADMIN_KEY = "monitor-test-admin-key"
+#: Simulated seconds per window: the shipped drift rules fire after 600 s (`for_s`).
+WINDOW_S = 600.0
+DRIFT_RULES = {"ChurnFeatureDrift", "ChurnUnseenCategories", "ChurnPredictionDrift",
+               "ChurnDatasetDrift"}
+ROWS = "tritonkit_rows_total"
+
+
+class Clock:
+    """Simulated time for the sidecar's windows and alert rules."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def monitored_triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[TritonServer]:
+    """The embedded repository as `make up` serves it: summaries on, repository API keyed."""
+    server = serve(repositories["embedded"], tmp_path_factory.mktemp("monitored"),
+                   summary_latencies=True, admin_key=ADMIN_KEY)
+    yield server
+    server.stop(check=True)
+
+
+@pytest.fixture
+def sidecar(monitored_triton: TritonServer) -> Iterator[Callable[..., MonitorService]]:
+    """Make sidecars watching `monitored_triton` (HTTP on a free port, loops off: the test
+    drives `evaluate_once`), once the steps have flushed every earlier row."""
+    made: list[MonitorService] = []
+
+    def make(**settings: Any) -> MonitorService:
+        _settled(monitored_triton)
+        defaults: dict[str, Any] = {
+            "triton_url": monitored_triton.http_url, "metrics_url": monitored_triton.metrics_url,
+            "port": 0, "window_s": WINDOW_S, "admin_key": ADMIN_KEY}
+        service = MonitorService(MonitorSettings(**{**defaults, **settings}))
+        made.append(service)
+        return service.start(evaluate_loop=False, health_loop=False)
+
+    yield make
+    for service in made:
+        service.stop()
+
+
+def _rows(triton: TritonServer) -> float:
+    return counter(triton, ROWS, model="churn")
+
+
+def _settled(triton: TritonServer, timeout_s: float = 15.0) -> None:
+    """Wait until the steps' row counter stops moving (they flush every second)."""
+    deadline = time.monotonic() + timeout_s
+    last = _rows(triton)
+    while time.monotonic() < deadline:
+        time.sleep(1.2)
+        now = _rows(triton)
+        if now == last:
+            return
+        last = now
+    raise AssertionError("the drift counters kept moving")
+
+
+def _send(triton: TritonServer, customers: Sequence[dict[str, Any]], batch: int = 50,
+          expect: int = 200) -> None:
+    """Send the customers in requests of `batch` rows and wait until the steps flushed them."""
+    before = _rows(triton)
+    for start in range(0, len(customers), batch):
+        status, answer = post(triton, batch_body(customers[start:start + batch]))
+        assert status == expect, answer
+    deadline = time.monotonic() + 15
+    while _rows(triton) < before + len(customers):
+        assert time.monotonic() < deadline, "the steps did not publish the rows sent"
+        time.sleep(0.2)
+
+
+def _drifted(customers: Sequence[dict[str, Any]], artifacts: ChurnArtifacts
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Customers 36 months older (clipped to the training range), and 40 of them (5 % of the
+    window, over the 2 % critical share) with a contract unseen in training."""
+    profile = json.loads(artifacts.profile.read_text())
+    longest = profile["numeric"]["tenure"]["maximum"]
+    shifted = [{**c, "tenure": min(float(c["tenure"]) + 36, longest)} for c in customers]
+    return shifted[40:], [{**c, "contract": "Weekly"} for c in shifted[:40]]
+
+
+def _firing(service: MonitorService, rule: str) -> set[str]:
+    """The `feature` labels (or "" for none) of the alerts of `rule` firing now."""
+    return {a.labels.get("feature", "") for a in service.engine.firing()
+            if a.labels["alertname"] == rule}
+
+
+def _fast_rules(folder: Path, *names: str) -> Path:
+    """The shipped rules, except that `names` fire and resolve at once (for_s 0)."""
+    rules = yaml.safe_load(DEFAULT_RULES.read_text())
+    for rule in rules["rules"]:
+        if rule["name"] in names:
+            rule["for_s"] = rule["resolve_after_s"] = 0
+    path = folder / "alerts.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def test_sidecar_raises_no_drift_alert_when_held_out_customers_are_served(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]], record_property: Callable[[str, object], None],
+) -> None:
+    service, clock = sidecar(), Clock()
+    service.evaluate_once(clock.now)
+    evaluations: list[Evaluation] = []
+    for _ in range(4):
+        _send(monitored_triton, customers)
+        evaluations.append(service.evaluate_once(clock.advance(WINDOW_S)))
+
+    flagged = [f for e in evaluations if e.signals for f in e.signals.drifted_features()]
+    fired = [t for e in evaluations for t in e.transitions
+             if t.rule in DRIFT_RULES and t.state == "firing"]
+    record_property("windows", len(evaluations))
+    record_property("false_alarms", len(fired))
+    record_property("drifted_feature_verdicts", len(flagged))
+    print(f"held-out traffic: {len(evaluations)} windows of {len(customers)} rows, "
+          f"{len(fired)} drift alerts fired, {len(flagged)} feature verdicts at warning or worse")
+    assert all(e.signals is not None and e.signals.judged for e in evaluations)
+    assert all(e.signals.prediction.severity == "ok" for e in evaluations if e.signals)
+    assert flagged == []
+    assert fired == []
+    assert not any(a.labels["alertname"] in DRIFT_RULES for a in service.engine.firing())
+
+
+def test_sidecar_flags_exactly_the_shifted_features_and_resolves_when_traffic_returns_to_normal(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]], artifacts: ChurnArtifacts,
+) -> None:
+    service, clock = sidecar(), Clock()
+    service.evaluate_once(clock.now)
+    shifted, weekly = _drifted(customers, artifacts)
+
+    verdicts = []
+    for _ in range(2):
+        _send(monitored_triton, weekly, expect=400)  # refused by the step, counted as unseen
+        _send(monitored_triton, shifted)
+        evaluation = service.evaluate_once(clock.advance(WINDOW_S))
+        assert evaluation.signals is not None
+        verdicts.append(evaluation.signals.drifted_features())
+
+    assert verdicts == [["tenure", "contract"]] * 2
+    assert _firing(service, "ChurnFeatureDrift") == {"tenure", "contract"}
+    assert _firing(service, "ChurnUnseenCategories") == {"contract"}
+    assert _firing(service, "ChurnDatasetDrift") == set()  # 2 of 19 features
+
+    resolved = []
+    for advance in (WINDOW_S, 1800.0):  # the shipped rules resolve after 1800 s of normal data
+        _send(monitored_triton, customers)
+        evaluation = service.evaluate_once(clock.advance(advance))
+        resolved += [(t.rule, t.labels.get("feature", "")) for t in evaluation.transitions
+                     if t.state == "resolved"]
+
+    assert {("ChurnFeatureDrift", "tenure"), ("ChurnFeatureDrift", "contract"),
+            ("ChurnUnseenCategories", "contract")} <= set(resolved)
+    assert not any(a.labels["alertname"] in DRIFT_RULES for a in service.engine.firing())
+    assert [a["labels"]["alertname"] for a in service.alerts_json()["resolved"]
+            if a["labels"].get("feature") == "tenure"]
+
+
+def _error_burst(triton: TritonServer, customers: Sequence[dict[str, Any]], bad: int,
+                 good: int) -> None:
+    """`bad` requests the step refuses (seniorcitizen 7), `good` ones it answers."""
+    for customer in customers[:bad]:
+        status, answer = post(triton, with_input(body_for(customer), "seniorcitizen", data=[7]))
+        assert status == 400, answer
+    for customer in customers[:good]:
+        status, answer = post(triton, body_for(customer))
+        assert status == 200, answer
+
+
+def test_sidecar_fires_the_error_rate_alert_when_a_burst_of_requests_fails(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]],
+) -> None:
+    service, clock = sidecar(window_s=300), Clock()
+    service.evaluate_once(clock.now)
+
+    rates = []
+    for _ in range(2):  # the shipped rule wants 300 s above 5 %
+        _error_burst(monitored_triton, customers, bad=20, good=20)
+        evaluation = service.evaluate_once(clock.advance(300))
+        assert evaluation.signals is not None
+        rates.append(evaluation.signals.serving.error_rate)
+
+    # Triton counts each failed ensemble request twice; the sidecar halves it.
+    assert rates == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert _firing(service, "ChurnErrorRateHigh") == {""}
+    status, metrics = _get(f"{service.url}/metrics")
+    assert status == 200
+    assert 'tritonkit_monitor_error_rate{model="churn"} 0.5' in metrics.decode()
+    assert re.search(r'tritonkit_monitor_alert_firing\{alertname="ChurnErrorRateHigh",'
+                     r'feature="",severity="page"\} 1\.0', metrics.decode())
+
+
+def test_alertmanager_receives_the_alert_and_its_resolution_when_the_sidecar_delivers(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]], alertmanager: AlertmanagerProcess, tmp_path: Path,
+) -> None:
+    # Real time here (Alertmanager judges startsAt/endsAt by its clock), so the rule fires at
+    # once instead of after its shipped 300 s; windows of 0.5 s hold one step of traffic each.
+    service = sidecar(alertmanager_url=alertmanager.url, window_s=0.5,
+                      alerts_file=_fast_rules(tmp_path, "ChurnErrorRateHigh"))
+
+    def window_later() -> Evaluation:
+        time.sleep(0.6)
+        return service.evaluate_once()
+
+    service.evaluate_once()
+    _error_burst(monitored_triton, customers, bad=10, good=10)
+    window_later()
+
+    def delivered() -> list[dict[str, Any]]:
+        return [a for a in alertmanager.alerts()
+                if a["labels"].get("alertname") == "ChurnErrorRateHigh"]
+
+    (alert,) = delivered()
+    assert alert["labels"] == {"alertname": "ChurnErrorRateHigh", "severity": "page",
+                               "service": "churn"}
+    assert alert["status"]["state"] == "active"
+    assert "error rate 50.0%" in alert["annotations"]["summary"]
+
+    _error_burst(monitored_triton, customers, bad=0, good=20)
+    evaluation = window_later()
+    assert [t.state for t in evaluation.transitions if t.rule == "ChurnErrorRateHigh"] == [
+        "resolved"]
+    deadline = time.monotonic() + 10
+    while delivered() and delivered()[0]["status"]["state"] == "active":
+        # Alertmanager drops an alert whose endsAt has passed
+        assert time.monotonic() < deadline, f"Alertmanager still holds {delivered()}"
+        time.sleep(0.2)
+
+
+def test_sidecar_metrics_expose_exactly_the_exported_names_when_a_window_was_evaluated(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]],
+) -> None:
+    service, clock = sidecar(), Clock()
+    service.evaluate_once(clock.now)
+    _send(monitored_triton, customers[:100])
+    service.evaluate_once(clock.advance(WINDOW_S))
+
+    status, body = _get(f"{service.url}/metrics")
+
+    assert status == 200
+    exposed = dict(re.findall(r"^# TYPE (\S+) (\S+)$", body.decode(), re.MULTILINE))
+    ours = {n: k for n, k in exposed.items() if not n.startswith(("process_", "python_"))}
+    assert ours == {name: spec.kind for name, spec in SIDECAR_METRICS.items()}
+    assert 'tritonkit_monitor_window_rows{model="churn"} 100.0' in body.decode()
+
+
+def test_report_renders_svg_plots_in_headless_chromium_when_a_window_was_judged(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]], artifacts: ChurnArtifacts, tmp_path: Path,
+) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    service, clock = sidecar(), Clock()
+    service.evaluate_once(clock.now)
+    _send(monitored_triton, customers)
+    service.evaluate_once(clock.advance(WINDOW_S))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking"]
+    url = f"{service.url}/report"
+
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=90, check=True).stdout
+    screenshot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1200,2000", url],
+                   capture_output=True, timeout=90, check=True)
+
+    profile = json.loads(artifacts.profile.read_text())
+    features = [*profile["numeric"], *profile["categorical"]]
+    plots = re.findall(r'<svg[^>]*class="plot"[^>]*aria-label="([^"]+)"', dom)
+    assert [label.split(":")[0] for label in plots] == [*features, "prediction"]
+    for feature in features:  # a window bar and a reference bar per bin
+        section = dom.split(f'id="feature-{feature}"', 1)[1].split("</section>", 1)[0]
+        bins = (len(profile["numeric"][feature]["edges"]) + 1 if feature in profile["numeric"]
+                else len(profile["categorical"][feature]["frequencies"]) + 2)
+        assert section.count('class="window"') == bins
+        assert section.count('class="reference"') == bins
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_health_fails_and_scrape_errors_count_when_the_metrics_source_is_unreachable(
+    sidecar: Callable[..., MonitorService],
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/metrics"
+    service = sidecar(metrics_url=closed)
+
+    evaluation = service.evaluate_once()
+    status, body = _get(f"{service.url}/health")
+
+    assert evaluation.source_error is not None and closed in evaluation.source_error
+    assert status == 503
+    health = json.loads(body)
+    assert health["failing"] == ["metrics_source_triton"]
+    assert health["checks"]["inference_churn"]["ok"]  # Triton itself answers
+    _, metrics = _get(f"{service.url}/metrics")
+    assert 'tritonkit_monitor_scrape_errors_total{source="triton"} 1.0' in metrics.decode()
+    assert _get(f"{service.url}/alerts")[0] == 200  # the service keeps serving
+
+
+def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
+    repositories: dict[str, Path], customers: list[dict[str, Any]], tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    # A server of its own: Triton 2.51 never finishes unloading the killed instance, so this
+    # server cannot stop cleanly afterwards (it is killed after a short wait).
+    server = serve(repositories["embedded"], tmp_path, admin_key=ADMIN_KEY)
+    service = MonitorService(MonitorSettings(
+        triton_url=server.http_url, metrics_url=server.metrics_url, port=0,
+        admin_key=ADMIN_KEY, health_interval_s=5.0,
+        # The shipped rule pages only after 60 s without answers; a heal takes less.
+        alerts_file=_fast_rules(tmp_path, "ChurnModelUnavailable")))
+    try:
+        service.start(evaluate_loop=False)  # the health loop runs, every 5 s as by default
+        deadline = time.monotonic() + 30
+        while service.health.latest is None or not service.health.latest.ok:
+            assert time.monotonic() < deadline, service.health.latest
+            time.sleep(0.2)
+        stubs = stub_pids(server, "churn_pipeline")
+        assert len(stubs) == 2, stubs
+
+        killed_at = time.time()
+        os.kill(stubs[0], signal.SIGKILL)
+        deadline = time.monotonic() + 45
+        while not any(e.kind == "recovered" and e.at > killed_at for e in service.health.events):
+            assert time.monotonic() < deadline, list(service.health.events)
+            time.sleep(0.2)
+
+        events = [e for e in service.health.events if e.at > killed_at]
+        detected = next(e for e in events if e.kind == "unavailable")
+        recovered = next(e for e in events if e.kind == "recovered")
+        record_property("detection_s", round(detected.at - killed_at, 2))
+        record_property("healing_s", round(recovered.at - killed_at, 2))
+        print(f"stub killed: detected after {detected.at - killed_at:.1f} s ({detected.detail}),"
+              f" served again after {recovered.at - killed_at:.1f} s")
+        assert "is not healthy" in detected.detail
+        assert detected.at - killed_at <= 15
+        assert recovered.at - killed_at <= 30
+        assert [e.detail for e in events if e.kind == "reloaded"] == ["churn_pipeline"]
+        statuses = [post(server, body_for(c))[0] for c in customers[:20]]
+        assert statuses == [200] * 20
+        _, metrics = _get(f"{service.url}/metrics")
+        assert 'tritonkit_monitor_heals_total{model="churn_pipeline"} 1.0' in metrics.decode()
+
+        fired = service.evaluate_once()
+        service.check_health()
+        cleared = service.evaluate_once()
+        assert [t.state for t in fired.transitions if t.rule == "ChurnModelUnavailable"] == [
+            "firing"]
+        assert [t.state for t in cleared.transitions if t.rule == "ChurnModelUnavailable"] == [
+            "resolved"]
+    finally:
+        service.stop()
+        server.stop(timeout_s=5, check=False)
+
+
+def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_make_up_runs(
+    repositories: dict[str, Path], tmp_path: Path,
+) -> None:
+    missing = [names[0] for names in (PROMETHEUS_BINARIES, ALERTMANAGER_BINARIES)
+               if find_binary(names) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install "
+                    "prometheus prometheus-alertmanager)")
+    ports = {name: free_port() for name in ("http", "monitor", "prometheus", "alertmanager")}
+    key_file = tmp_path / "admin-key"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "tritonkit.serve.cli", "--model-repository",
+         str(repositories["embedded"]), "--http-port", str(ports["http"]),
+         "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+         "--log-file", str(tmp_path / "tritonserver.log"), "--admin-key-file", str(key_file),
+         "--monitor-port", str(ports["monitor"]), "--prometheus-port", str(ports["prometheus"]),
+         "--alertmanager-port", str(ports["alertmanager"])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        while "Try it" not in banner:
+            line = cli.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"serve CLI exited early:\n{banner}"
+            banner += line
+        sidecar = f"http://127.0.0.1:{ports['monitor']}"
+        assert f"sidecar  {sidecar}/health  {sidecar}/alerts  {sidecar}/report" in banner
+        assert f"Prometheus   http://127.0.0.1:{ports['prometheus']}" in banner
+        assert f"Alertmanager http://127.0.0.1:{ports['alertmanager']}" in banner
+
+        deadline = time.monotonic() + 20  # until its first scrape and health check
+        while (health := _get(f"{sidecar}/health"))[0] != 200:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.5)
+        def jobs() -> set[str]:
+            _, targets = _get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets")
+            return {t["labels"]["job"] for t in json.loads(targets)["data"]["activeTargets"]}
+
+        while not jobs():  # Prometheus is ready before its service discovery has synced
+            assert time.monotonic() < deadline, "Prometheus found no targets"
+            time.sleep(0.5)
+        assert jobs() == {"triton", "tritonkit-monitor", "prometheus", "alertmanager"}
+        load = f"http://127.0.0.1:{ports['http']}/v2/repository/models/churn_pipeline/load"
+        refused = urllib.request.Request(load, data=b"{}", method="POST")
+        assert _status(refused) == 403
+        keyed = urllib.request.Request(load, data=b"{}", method="POST",
+                                       headers={"admin-key": key_file.read_text().strip()})
+        assert _status(keyed) == 200
+    finally:
+        cli.send_signal(signal.SIGTERM)
+        code = cli.wait(timeout=60)
+        cli.stdout.close()  # type: ignore[union-attr]
+    assert code == 0
+    for name in ("prometheus", "alertmanager", "monitor"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/", timeout=2)
+
+
+def _status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
