@@ -20,6 +20,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping
 
+import numpy as np
+
 #: One scraped sample, as `DriftLayout.vector` reads them: (metric name, labels, value).
 Sample = tuple[str, Mapping[str, str], float]
 #: A series: its metric name and its labels, sorted.
@@ -32,11 +34,10 @@ def series_key(name: str, labels: Mapping[str, str]) -> SeriesKey:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """One scrape: reset-corrected running totals, and the raw values (for gauges)."""
+    """One scrape: the reset-corrected running total of every series slot, at time `at`."""
 
     at: float
-    totals: Mapping[SeriesKey, float]
-    values: Mapping[SeriesKey, float]
+    totals: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +79,10 @@ def _matches(found: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 class CounterWindows:
     """A bounded ring of snapshots, and windows of `window_s` over them.
 
-    Every sample is treated as a counter for its total (gauges are read from the raw values of
-    the newest snapshot, their totals are never used).
+    Every series gets a slot in flat arrays (raw value, running total, when last seen), so a
+    snapshot is one array copy. Every sample is treated as a counter for its total; gauges are
+    read from the raw values of the newest scrape. Slots of series unseen for two windows are
+    dropped once they outnumber the live ones (and 16), so label churn cannot grow memory.
     """
 
     def __init__(self, window_s: float, max_snapshots: int = 1024) -> None:
@@ -89,50 +92,54 @@ class CounterWindows:
             raise ValueError(f"max_snapshots must be >= 2, got {max_snapshots}")
         self.window_s = window_s
         self._ring: collections.deque[Snapshot] = collections.deque(maxlen=max_snapshots)
-        self._raw: dict[SeriesKey, float] = {}      # last raw value of each series
-        self._total: dict[SeriesKey, float] = {}    # its running, reset-corrected total
-        self._seen: dict[SeriesKey, float] = {}     # when it was last scraped
-        self._labels: dict[SeriesKey, Mapping[str, str]] = {}
+        self._keys: list[SeriesKey] = []
+        self._labels: list[Mapping[str, str]] = []
+        self._index: dict[SeriesKey, int] = {}
+        # (name, labels in the order scraped) -> slot: skips sorting labels on every scrape.
+        self._alias: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self._raw = np.zeros(0)    # last raw value of each slot (NaN: never a number)
+        self._total = np.zeros(0)  # its running, reset-corrected total
+        self._seen = np.zeros(0)   # when it was last scraped
+        self._latest: dict[int, float] = {}  # slot -> raw value in the newest scrape
 
     def __len__(self) -> int:
         return len(self._ring)
 
     @property
     def series(self) -> int:
-        """How many series are remembered (bounded: unseen ones are forgotten)."""
-        return len(self._total)
+        """How many series slots are held (bounded: long-unseen ones are dropped)."""
+        return len(self._keys)
 
     def add(self, at: float, samples: Iterable[Sample]) -> Snapshot:
         """Record one scrape taken at `at` (seconds, never earlier than the previous one)."""
         if self._ring and at < self._ring[-1].at:
             raise ValueError(f"snapshot at {at} is older than the newest one at "
                              f"{self._ring[-1].at}: add scrapes in time order")
-        values: dict[SeriesKey, float] = {}
+        slots, values = [], []
         for name, labels, value in samples:
-            key = series_key(name, labels)
-            if key not in self._labels:
-                self._labels[key] = dict(labels)
-            values[key] = values.get(key, 0.0) + float(value)
-        for key, value in values.items():
-            previous = self._raw.get(key)
-            if math.isnan(value):
-                continue
-            if previous is None:
-                increase = value  # a new series: everything it counted is new to us
-            elif value < previous:
-                increase = value  # a reset (Triton or the stub restarted): counted from 0
-            else:
-                increase = value - previous
-            self._raw[key] = value
-            self._total[key] = self._total.get(key, 0.0) + increase
-            self._seen[key] = at
-        self._forget_older_than(at - 2 * self.window_s)
-        snapshot = Snapshot(at=at, totals=dict(self._total), values=values)
-        self._ring.append(snapshot)
+            slots.append(self._slot(name, labels))
+            values.append(float(value))
+        size = len(self._keys)
+        self._grow(size)
+        scraped = np.zeros(size)
+        np.add.at(scraped, np.asarray(slots, dtype=np.intp), values)  # duplicates add up
+        present = np.zeros(size, dtype=bool)
+        present[slots] = True
+        self._latest = {slot: float(scraped[slot]) for slot in set(slots)}
+        update = present & np.isfinite(scraped)
+        now, previous = scraped[update], self._raw[update]
+        # A new series, or one that went down (Triton or the stub restarted): all it counted
+        # is new to us; otherwise the increase since the previous scrape.
+        fresh = np.isnan(previous) | (now < previous)
+        self._total[update] += np.where(fresh, now, now - previous)
+        self._raw[update] = now
+        self._seen[present] = at
+        self._ring.append(Snapshot(at=at, totals=self._total.copy()))
         # Keep one snapshot at or before the window's start, and everything after it.
         while len(self._ring) >= 2 and self._ring[1].at <= at - self.window_s:
             self._ring.popleft()
-        return snapshot
+        self._drop_unseen(at - 2 * self.window_s)
+        return self._ring[-1]
 
     def window(self) -> Window | None:
         """The newest snapshot minus the one `window_s` before it (or the oldest one kept, if
@@ -140,14 +147,50 @@ class CounterWindows:
         if len(self._ring) < 2:
             return None
         newest, base = self._ring[-1], self._ring[0]
-        deltas = {key: total - base.totals.get(key, 0.0)
-                  for key, total in newest.totals.items()}
-        labels = {key: self._labels[key] for key in newest.values.keys() | deltas.keys()}
-        return Window(start=base.at, end=newest.at, deltas=deltas, latest=newest.values,
-                      labels=labels)
+        before = np.zeros_like(newest.totals)
+        before[:base.totals.size] = base.totals  # series born since then started at 0
+        deltas = dict(zip(self._keys, (newest.totals - before).tolist(), strict=True))
+        latest = {self._keys[slot]: value for slot, value in self._latest.items()}
+        return Window(start=base.at, end=newest.at, deltas=deltas, latest=latest,
+                      labels=dict(zip(self._keys, self._labels, strict=True)))
 
-    def _forget_older_than(self, cutoff: float) -> None:
-        stale = [key for key, seen in self._seen.items() if seen < cutoff]
-        for key in stale:
-            for table in (self._raw, self._total, self._seen, self._labels):
-                table.pop(key, None)
+    def _slot(self, name: str, labels: Mapping[str, str]) -> int:
+        alias = (name, tuple(labels.items()))
+        slot = self._alias.get(alias)
+        if slot is None:
+            key = series_key(name, labels)
+            slot = self._index.get(key)
+            if slot is None:
+                slot = self._index[key] = len(self._keys)
+                self._keys.append(key)
+                self._labels.append(dict(labels))
+            self._alias[alias] = slot
+        return slot
+
+    def _grow(self, size: int) -> None:
+        missing = size - self._raw.size
+        if missing > 0:
+            self._raw = np.append(self._raw, np.full(missing, np.nan))
+            self._total = np.append(self._total, np.zeros(missing))
+            self._seen = np.append(self._seen, np.zeros(missing))
+
+    def _drop_unseen(self, cutoff: float) -> None:
+        keep = self._seen >= cutoff
+        dropped = keep.size - int(keep.sum())
+        if dropped <= max(16, keep.size - dropped):
+            return
+        def kept(totals: np.ndarray) -> np.ndarray:
+            padded = np.zeros(keep.size)
+            padded[:totals.size] = totals
+            return padded[keep]
+
+        self._ring = collections.deque((Snapshot(s.at, kept(s.totals)) for s in self._ring),
+                                       maxlen=self._ring.maxlen)
+        self._raw, self._total, self._seen = self._raw[keep], self._total[keep], self._seen[keep]
+        slots = np.flatnonzero(keep).tolist()
+        self._keys = [self._keys[i] for i in slots]
+        self._labels = [self._labels[i] for i in slots]
+        self._index = {key: i for i, key in enumerate(self._keys)}
+        self._alias = {}
+        moved = {old: new for new, old in enumerate(slots)}
+        self._latest = {moved[s]: v for s, v in self._latest.items() if s in moved}
