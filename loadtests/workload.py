@@ -1,0 +1,290 @@
+"""What the load tests send: real held-out customers, and optional drifted and invalid ones.
+
+Every ensemble the repository serves (`configs/models.yaml`) needs a source in `SOURCES` that
+turns its held-out rows into requests; `churn` reads `artifacts/churn/<version>/test.csv`. No
+Locust here, so it imports anywhere::
+
+    workload = Workload.build(None, Mix(drift_share=0.1, invalid_share=0.05))
+    payload = workload.pick(random.Random(0))
+    payload.name, payload.refused, payload.json_body, payload.binary_body, payload.grpc_inputs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc
+import tritonclient.http
+
+from tritonkit.client.churn import columns_from_rows, read_customers
+from tritonkit.errors import TritonKitError
+from tritonkit.features import (
+    ALL_FEATURES,
+    KSERVE_DATATYPES,
+    NUMERIC_BOUNDS,
+    OUTPUT_DTYPES,
+    TRITON_DTYPES,
+)
+from tritonkit.paths import ARTIFACTS
+from tritonkit.spec import Pipeline, Spec, load_spec
+
+#: Kinds of request, and what each adds to the request name in Locust's statistics.
+VALID, DRIFTED, UNSEEN, INVALID = "valid", "drifted", "unseen category", "invalid"
+NAME_SUFFIXES = {
+    VALID: "",
+    DRIFTED: " [drifted]",
+    UNSEEN: " [unseen category, expect 400]",
+    INVALID: " [invalid, expect 400]",
+}
+#: Drifted churn customers stay for longer than any training customer did (tenure <= 72).
+DRIFT_TENURE_SHIFT_MONTHS = 36.0
+#: Half the drifted churn traffic also carries a contract no training customer had.
+UNSEEN_CATEGORY = ("contract", "Weekly")
+UNSEEN_FRACTION_OF_DRIFT = 0.5
+
+
+class LoadTestError(TritonKitError):
+    """The load test cannot start: a bad option or missing held-out rows (the message says)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Payload:
+    """One request of one kind for one ensemble, in every format the users send.
+
+    The bodies are built on first use (`Workload.prepare` builds them before the load starts).
+    """
+
+    ensemble: str
+    kind: str
+    customer_id: str
+    #: Input name -> array of shape [1, 1] in the ensemble's numpy dtype.
+    columns: Mapping[str, np.ndarray]
+    #: Input name -> KServe v2 datatype (FP32, INT32, BYTES, ...).
+    datatypes: Mapping[str, str]
+    outputs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The request name in Locust's statistics, e.g. `churn [invalid, expect 400]`."""
+        return self.ensemble + NAME_SUFFIXES[self.kind]
+
+    @property
+    def refused(self) -> bool:
+        """Whether the server must refuse this request as a bad request (HTTP 400)."""
+        return self.kind in (UNSEEN, INVALID)
+
+    @property
+    def features(self) -> dict[str, Any]:
+        """The raw values as JSON types (the public gateway's `features`)."""
+        return {name: _plain(array.reshape(-1)[0]) for name, array in self.columns.items()}
+
+    @functools.cached_property
+    def json_body(self) -> bytes:
+        """A KServe v2 JSON request body (NaN is written as the literal Triton accepts)."""
+        inputs = [
+            {"name": name, "shape": list(array.shape), "datatype": self.datatypes[name],
+             "data": [_plain(v) for v in array.reshape(-1)]}
+            for name, array in self.columns.items()
+        ]
+        return json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
+
+    @functools.cached_property
+    def _binary(self) -> tuple[bytes, int]:
+        inputs = []
+        for name, array in self.columns.items():
+            item = tritonclient.http.InferInput(name, list(array.shape), self.datatypes[name])
+            item.set_data_from_numpy(array, binary_data=True)
+            inputs.append(item)
+        outputs = [tritonclient.http.InferRequestedOutput(n, binary_data=True)
+                   for n in self.outputs]
+        body, json_size = tritonclient.http.InferenceServerClient.generate_request_body(
+            inputs, outputs=outputs)
+        return bytes(body), int(json_size) if json_size is not None else len(body)
+
+    @property
+    def binary_body(self) -> bytes:
+        """A request body with the binary tensor extension: a JSON header, then raw tensors."""
+        return self._binary[0]
+
+    @property
+    def binary_header_length(self) -> int:
+        """The length of the JSON header of `binary_body` (`Inference-Header-Content-Length`)."""
+        return self._binary[1]
+
+    @functools.cached_property
+    def grpc_inputs(self) -> list[tritonclient.grpc.InferInput]:
+        """tritonclient gRPC inputs, built once and reused by every call."""
+        inputs = []
+        for name, array in self.columns.items():
+            item = tritonclient.grpc.InferInput(name, list(array.shape), self.datatypes[name])
+            item.set_data_from_numpy(array)
+            inputs.append(item)
+        return inputs
+
+    @functools.cached_property
+    def gateway_body(self) -> bytes:
+        """A body for the public gateway's `POST /predict`."""
+        return json.dumps({"customer_id": self.customer_id, "features": self.features},
+                          separators=(",", ":")).encode()
+
+
+def _plain(value: Any) -> Any:
+    """A tensor element as a JSON value: a float32 by its shortest repr (70.35, not
+    70.3499984741211), which parses back to the same float32."""
+    if isinstance(value, np.floating):
+        return float(str(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Mix:
+    """Shares of the traffic that are drifted and invalid; the rest are held-out rows as they
+    are. Half the drifted share carries an unseen category, which the server refuses."""
+
+    drift_share: float = 0.0
+    invalid_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        for option, share in (("--drift-share", self.drift_share),
+                              ("--invalid-share", self.invalid_share)):
+            if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+                raise LoadTestError(f"{option} must be a share between 0 and 1, not {share}")
+        if self.drift_share + self.invalid_share > 1.0:
+            raise LoadTestError(
+                f"--drift-share {self.drift_share} and --invalid-share {self.invalid_share} add "
+                "up to more than 1: lower one of them")
+
+    def kind(self, rng: random.Random) -> str:
+        draw = rng.random()
+        if draw < self.invalid_share:
+            return INVALID
+        if draw < self.invalid_share + self.drift_share:
+            unseen = draw < self.invalid_share + self.drift_share * UNSEEN_FRACTION_OF_DRIFT
+            return UNSEEN if unseen else DRIFTED
+        return VALID
+
+
+#: Payloads of every kind for one ensemble: (its pipeline, a customers file or None) -> kinds.
+Source = Callable[[Pipeline, Path | None], dict[str, list[Payload]]]
+
+
+def churn_payloads(pipeline: Pipeline, customers: Path | None) -> dict[str, list[Payload]]:
+    """The `churn` ensemble's requests, one customer each, from its held-out test rows.
+
+    Drifted: tenure up by DRIFT_TENURE_SHIFT_MONTHS (answered); unseen category: drifted and
+    the contract `Weekly` (refused); invalid: a NaN or a negative tenure (refused).
+    """
+    # ChurnArtifacts.for_version(v).test_rows, spelled out: tritonkit.artifacts imports
+    # onnxruntime, whose threads make Locust's worker processes (--processes) abort at exit.
+    path = customers or ARTIFACTS / "churn" / str(pipeline.version) / "test.csv"
+    if not path.exists():
+        raise LoadTestError(f"no held-out customers at {path}: run `make build-engines`, or pass "
+                            "--customers with a Telco CSV or JSON file")
+    rows = read_customers(path)
+    if not rows:
+        raise LoadTestError(f"{path} holds no customers")
+    columns = columns_from_rows(rows)
+    datatypes = {name: KSERVE_DATATYPES[TRITON_DTYPES[name]] for name in ALL_FEATURES}
+    ids = [str(row.get("customerid") or f"row-{i}") for i, row in enumerate(rows)]
+    tenure_max = NUMERIC_BOUNDS["tenure"][1]
+
+    def payload(kind: str, index: int, **changes: Any) -> Payload:
+        one = {name: np.ascontiguousarray(columns[name][index:index + 1]) for name in ALL_FEATURES}
+        for name, value in changes.items():
+            one[name] = np.array([[value]], dtype=one[name].dtype)
+        return Payload(ensemble="churn", kind=kind, customer_id=ids[index], columns=one,
+                       datatypes=datatypes, outputs=tuple(OUTPUT_DTYPES))
+
+    def shifted(index: int) -> float:
+        return min(float(columns["tenure"][index, 0]) + DRIFT_TENURE_SHIFT_MONTHS, tenure_max)
+
+    feature, category = UNSEEN_CATEGORY
+    indices = range(len(rows))
+    return {
+        VALID: [payload(VALID, i) for i in indices],
+        DRIFTED: [payload(DRIFTED, i, tenure=shifted(i)) for i in indices],
+        UNSEEN: [payload(UNSEEN, i, tenure=shifted(i), **{feature: category.encode()})
+                 for i in indices],
+        INVALID: [payload(INVALID, i, tenure=math.nan if i % 2 == 0 else -5.0) for i in indices],
+    }
+
+
+#: Ensemble name -> its source of requests. An ensemble added to configs/models.yaml needs one.
+SOURCES: dict[str, Source] = {"churn": churn_payloads}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """The requests of a load test: for each ensemble, payloads of each kind, and the mix."""
+
+    payloads: Mapping[str, Mapping[str, Sequence[Payload]]]
+    mix: Mix
+
+    @classmethod
+    def build(cls, ensembles: Sequence[str] | None, mix: Mix, customers: Path | None = None,
+              spec: Spec | None = None) -> Workload:
+        """Read the held-out rows of each ensemble (default: every one in the spec).
+
+        Raises:
+            LoadTestError: an ensemble the spec does not serve or that has no source here,
+                or held-out rows that cannot be read.
+        """
+        spec = spec or load_spec()
+        served = list(spec.pipelines)
+        names = list(ensembles) if ensembles else served
+        for name in names:
+            if name not in spec.pipelines:
+                raise LoadTestError(f"ensemble {name!r} is not in configs/models.yaml, which "
+                                    f"serves: {', '.join(served)}")
+            if name not in SOURCES:
+                raise LoadTestError(f"ensemble {name!r} has no source of requests: add one to "
+                                    "SOURCES in loadtests/workload.py")
+        try:
+            payloads = {name: SOURCES[name](spec.pipelines[name], customers) for name in names}
+        except LoadTestError:
+            raise
+        except TritonKitError as exc:  # a customers file that cannot be read, say
+            raise LoadTestError(str(exc)) from exc
+        return cls(payloads=payloads, mix=mix)
+
+    @property
+    def ensembles(self) -> tuple[str, ...]:
+        return tuple(self.payloads)
+
+    def pick(self, rng: random.Random, ensemble: str | None = None) -> Payload:
+        """A kind drawn by the mix, and a random customer of that kind, for `ensemble` or a
+        random one of the workload's ensembles."""
+        if ensemble is None:
+            ensemble = self.ensembles[0] if len(self.payloads) == 1 else rng.choice(self.ensembles)
+        elif ensemble not in self.payloads:
+            raise LoadTestError(f"ensemble {ensemble!r} is not in this load test's --ensembles "
+                                f"({', '.join(self.ensembles)})")
+        return rng.choice(self.payloads[ensemble][self.mix.kind(rng)])
+
+    def prepare(self, formats: Sequence[str]) -> int:
+        """Build the bodies in `formats` (attributes of Payload: `json_body`, `binary_body`,
+        `grpc_inputs`, `gateway_body`) of every payload the mix can pick, so that no user
+        builds one while others wait on the network. Returns how many payloads it prepared."""
+        kinds = {VALID: 1.0 - self.mix.drift_share - self.mix.invalid_share,
+                 DRIFTED: self.mix.drift_share, UNSEEN: self.mix.drift_share,
+                 INVALID: self.mix.invalid_share}
+        count = 0
+        for by_kind in self.payloads.values():
+            for kind, payloads in by_kind.items():
+                if kinds[kind] <= 0.0:
+                    continue
+                for payload in payloads:
+                    for attribute in formats:
+                        getattr(payload, attribute)
+                    count += 1
+        return count
