@@ -33,11 +33,14 @@ from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.monitor.alerts import DEFAULT_RULES
 from tritonkit.monitor.exported import SIDECAR_METRICS
 from tritonkit.monitor.service import Evaluation, MonitorService, MonitorSettings
+from tritonkit.monitor.sources import PrometheusSource, TritonMetricsSource
 from tritonkit.monitor.stack import (
     ALERTMANAGER_BINARIES,
     PROMETHEUS_BINARIES,
     AlertmanagerProcess,
+    PrometheusProcess,
     find_binary,
+    prometheus_config,
 )
 from tritonkit.serve.server import TritonServer, free_port
 
@@ -361,6 +364,41 @@ def test_health_fails_and_scrape_errors_count_when_the_metrics_source_is_unreach
     _, metrics = _get(f"{service.url}/metrics")
     assert 'tritonkit_monitor_scrape_errors_total{source="triton"} 1.0' in metrics.decode()
     assert _get(f"{service.url}/alerts")[0] == 200  # the service keeps serving
+
+
+def test_prometheus_source_reads_what_triton_exposes_when_prometheus_scrapes_triton(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]], tmp_path: Path,
+) -> None:
+    if find_binary(PROMETHEUS_BINARIES) is None:
+        pytest.skip("Prometheus is not installed (Debian: apt-get install prometheus)")
+    _send(monitored_triton, customers[:60])
+    _settled(monitored_triton)
+    layout = sidecar().judge.layout
+    direct = TritonMetricsSource(monitored_triton.metrics_url)
+    triton = direct.scrape()
+    direct.close()
+    config = prometheus_config({"triton": monitored_triton.metrics_url.split("/")[2]}, None,
+                               interval_s=1)
+    with PrometheusProcess(port=free_port(), workdir=tmp_path, config=config) as prometheus:
+        source = PrometheusSource(prometheus.url)
+        deadline = time.monotonic() + 30
+        while not (scraped := source.scrape()) or not any(n == ROWS for n, _, _ in scraped):
+            assert time.monotonic() < deadline, "Prometheus never scraped Triton"
+            time.sleep(0.5)
+        source.close()
+
+    def named(samples: list[Any], name: str) -> float:
+        return sum(value for n, labels, value in samples
+                   if n == name and labels.get("model") == "churn")
+
+    # The same drift counts and request counters, under the names Triton exposes.
+    assert (layout.vector(scraped) == layout.vector(triton)).all()
+    assert layout.window(layout.vector(scraped)).rows > 0
+    assert named(scraped, "nv_inference_request_success") == named(
+        triton, "nv_inference_request_success") > 0
+    assert named(scraped, "nv_inference_request_failure") == named(
+        triton, "nv_inference_request_failure")
 
 
 def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
