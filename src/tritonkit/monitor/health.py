@@ -19,10 +19,11 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -192,18 +193,20 @@ class HealthMonitor:
         self._unavailable: bool | None = None  # since the last take_unavailable()
         self.latest: HealthReport | None = None
         self.events: collections.deque[HealthEvent] = collections.deque(maxlen=100)
-        self.on_heal: list[Any] = []  # callables(model) told of every reload
+        self.on_heal: list[Callable[[str], None]] = []  # told of every model reloaded
+        self._steps_tried_at = -math.inf
 
     @property
     def steps(self) -> tuple[str, ...]:
         """The ensemble's step models, read once from Triton (empty while it cannot say)."""
-        if self._steps is None:
+        # At most one try a minute while Triton cannot say: each costs up to a timeout.
+        if self._steps is None and time.monotonic() - self._steps_tried_at >= 60.0:
+            self._steps_tried_at = time.monotonic()
             try:
                 self._steps = self.probe.steps(self.ensemble)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 logger.info("cannot read the steps of %s yet: %r", self.ensemble, exc)
-                return ()
-        return self._steps
+        return self._steps or ()
 
     def check(self) -> HealthReport:
         """Run every check now (and heal if needed); the report is also kept in `latest`."""

@@ -44,12 +44,12 @@ class SidecarMetrics:
         PlatformCollector(registry=self.registry)
         self._metrics: dict[str, Any] = {}
         for name, spec in SIDECAR_METRICS.items():
-            kinds: dict[str, Any] = {"gauge": Gauge, "counter": Counter}
             if spec.kind == "histogram":
                 metric: Any = Histogram(name, spec.help, spec.labels, registry=self.registry,
                                         buckets=EVALUATION_BUCKETS_S)
             else:
-                metric = kinds[spec.kind](name, spec.help, spec.labels, registry=self.registry)
+                kind = Gauge if spec.kind == "gauge" else Counter
+                metric = kind(name, spec.help, spec.labels, registry=self.registry)
             self._metrics[name] = metric
         self._firing: set[tuple[str, str, str]] = set()
 
