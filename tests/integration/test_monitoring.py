@@ -473,7 +473,8 @@ def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_m
          "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
          "--log-file", str(tmp_path / "tritonserver.log"), "--admin-key-file", str(key_file),
          "--monitor-port", str(ports["monitor"]), "--prometheus-port", str(ports["prometheus"]),
-         "--alertmanager-port", str(ports["alertmanager"])],
+         "--alertmanager-port", str(ports["alertmanager"]),
+         "--monitoring-dir", str(tmp_path / "monitoring")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = ""

@@ -144,6 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="start Alertmanager (Debian's prometheus-alertmanager) on this port "
                              "with monitoring/alertmanager/alertmanager.yml (env "
                              "TRITONKIT_ALERTMANAGER_PORT; default: not started)")
+    parser.add_argument("--monitoring-dir", type=Path,
+                        default=Path(os.environ.get("TRITONKIT_MONITORING_DIR",
+                                                    CACHE / "monitoring")),
+                        help="Prometheus' and Alertmanager's data and logs, one folder per port "
+                             "(env TRITONKIT_MONITORING_DIR; default .cache/monitoring)")
     parser.add_argument("--stop", action="store_true",
                         help="stop the serve CLI named in --pid-file, wait until it has exited, "
                              "and exit (what `make down` runs)")
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ))
     stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
                          prometheus_port=args.prometheus_port,
-                         alertmanager_port=args.alertmanager_port, admin_key=key)
+                         alertmanager_port=args.alertmanager_port, admin_key=key,
+                         workdir=args.monitoring_dir)
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.
