@@ -190,7 +190,7 @@ class MonitorService:
             transitions = tuple(self.engine.evaluate(at, alert_signals))
             for transition in transitions:
                 if transition.state == "resolved":
-                    self.resolved.appendleft({**_transition_json(transition)})
+                    self.resolved.appendleft(_transition_json(transition))
             self.metrics.set_alerts(self.engine.firing())
             seconds = time.perf_counter() - started
             self.metrics.observe_evaluation(seconds)
