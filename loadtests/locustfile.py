@@ -18,12 +18,15 @@ import orjson
 from locust import FastHttpUser, constant, task
 
 import options
+import reports
 import shapes
 import thresholds
 from grpc_user import GrpcUser
 from workload import Payload
 
-__all__ = ["LoadShape", "TritonBinaryUser", "TritonGrpcUser", "TritonJsonUser", "thresholds"]
+# reports and thresholds: imported for the listeners they add.
+__all__ = ["LoadShape", "TritonBinaryUser", "TritonGrpcUser", "TritonJsonUser", "reports",
+           "thresholds"]
 
 #: Header of the binary tensor extension: the length of the JSON part that precedes the tensors.
 HEADER_LENGTH = "Inference-Header-Content-Length"

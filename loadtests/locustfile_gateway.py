@@ -24,13 +24,15 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 
 import options
+import reports
 import shapes
 import thresholds
 from tritonkit.gateway.auth import KEY_HEADER
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
 from workload import NAME_SUFFIXES
 
-__all__ = ["GatewayUser", "LoadShape", "thresholds"]
+# reports and thresholds: imported for the listeners they add.
+__all__ = ["GatewayUser", "LoadShape", "reports", "thresholds"]
 
 logger = logging.getLogger(__name__)
 

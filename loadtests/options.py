@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner
@@ -95,22 +97,40 @@ def workload() -> Workload:
     return built
 
 
+def prepare(environment: Environment, selected: Workload) -> None:
+    """Build the bodies the selected user classes send (not on a master: it sends nothing).
+
+    It yields to gevent between payloads, so that a worker keeps answering its master's
+    heartbeats while it builds (seconds on a busy machine).
+    """
+    if isinstance(environment.runner, MasterRunner):
+        return
+    formats = sorted({f for user in environment.user_classes
+                      if (f := getattr(user, "payload_format", None))})
+    started = time.perf_counter()
+    count = selected.prepare(formats, pause=gevent.sleep)
+    logger.info("prepared %d payloads (%s) for %s in %.1f s", count, ", ".join(formats),
+                ", ".join(selected.ensembles), time.perf_counter() - started)
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     """Check the options and read the held-out rows before any user starts: a mistake stops
-    Locust here, with its message, instead of failing every request."""
+    Locust here, with its message, instead of failing every request. Then build the bodies,
+    before the first user starts where Locust runs in one process."""
     if environment.parsed_options is None:
         return
     try:
-        build_workload(environment)
+        selected = build_workload(environment)
     except LoadTestError as exc:
         logger.error("%s", exc)
         sys.exit(1)
+    prepare(environment, selected)
 
 
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
-    """Take the options of the web UI's form, and build the bodies the users will send."""
+    """Take the options of the web UI's form (a no-op when nothing changed)."""
     if environment.parsed_options is None or isinstance(environment.runner, MasterRunner):
         return
     try:
@@ -118,8 +138,4 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     except LoadTestError as exc:
         logger.error("%s", exc)
         return
-    formats = sorted({f for user in environment.user_classes
-                      if (f := getattr(user, "payload_format", None))})
-    count = selected.prepare(formats)
-    logger.info("prepared %d payloads (%s) for %s", count, ", ".join(formats),
-                ", ".join(selected.ensembles))
+    prepare(environment, selected)

@@ -271,10 +271,21 @@ class Workload:
                                 f"({', '.join(self.ensembles)})")
         return rng.choice(self.payloads[ensemble][self.mix.kind(rng)])
 
-    def prepare(self, formats: Sequence[str]) -> int:
+    def prepare(self, formats: Sequence[str], pause: Callable[[], object] | None = None,
+                every: int = 32) -> int:
         """Build the bodies in `formats` (attributes of Payload: `json_body`, `binary_body`,
         `grpc_inputs`, `gateway_body`) of every payload the mix can pick, so that no user
-        builds one while others wait on the network. Returns how many payloads it prepared."""
+        builds one while others wait on the network.
+
+        Args:
+            formats: the Payload attributes to build.
+            pause: called after every `every` payloads: under gevent, a yield that lets a
+                Locust worker's heartbeat through (building takes seconds on a busy machine).
+            every: payloads built between two pauses.
+
+        Returns:
+            How many payloads it prepared.
+        """
         kinds = {VALID: 1.0 - self.mix.drift_share - self.mix.invalid_share,
                  DRIFTED: self.mix.drift_share, UNSEEN: self.mix.drift_share,
                  INVALID: self.mix.invalid_share}
@@ -287,4 +298,6 @@ class Workload:
                     for attribute in formats:
                         getattr(payload, attribute)
                     count += 1
+                    if pause is not None and count % every == 0:
+                        pause()
         return count
