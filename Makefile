@@ -70,7 +70,7 @@ predict: $(STAMP) ## predict the first test customers through a running `make up
 	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)
 
 lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/ruff check src tests scripts bench loadtests
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint ## lint, then every test (starts real tritonserver processes on free ports)
@@ -105,11 +105,46 @@ bench-gateway: $(STAMP) system-deps $(REPOSITORY) ## the gateway vs naive server
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/gateway.py --duration-s $(BENCH_DURATION_S)
 
+# Load tests (loadtests/README.md): Locust against a running stack, `make up` by default.
+HOST ?= http://127.0.0.1:$(HTTP_PORT)
+GRPC_URL ?= 127.0.0.1:$(GRPC_PORT)
+LOCUSTFILE ?= loadtests/locustfile.py
+# User classes to run (empty: all of LOCUSTFILE's), e.g. USER_CLASSES=TritonGrpcUser
+USER_CLASSES ?=
+LOADTEST_USERS ?= 20
+LOADTEST_SPAWN_RATE ?= 20
+LOADTEST_RUN_TIME ?= 30s
+# Locust processes (--processes) when one core cannot drive the load: WORKERS=2
+WORKERS ?= 1
+LOADTEST_THRESHOLDS ?= --max-fail-ratio 0.01 --max-p99-ms 1000
+LOADTEST_WEB_PORT ?= 8089
+LOADTEST_ARGS ?=
+LOCUST_PROCESSES = $(if $(filter-out 1,$(WORKERS)),--processes $(WORKERS))
+
+.PHONY: loadtest loadtest-ui loadtest-calibrate
+
+loadtest: $(STAMP) ## headless Locust, 20 users for 30 s, against HOST (make up); thresholds set the exit code; report in loadtests/results/
+	@dir=loadtests/results/$$(date +%Y%m%d-%H%M%S); mkdir -p $$dir; \
+	$(VENV)/bin/locust -f $(LOCUSTFILE) --headless -u $(LOADTEST_USERS) -r $(LOADTEST_SPAWN_RATE) \
+		-t $(LOADTEST_RUN_TIME) --host $(HOST) --grpc-url $(GRPC_URL) --stop-timeout 5 \
+		--csv $$dir/run --html $$dir/report.html $(LOCUST_PROCESSES) $(LOADTEST_THRESHOLDS) \
+		$(LOADTEST_ARGS) $(USER_CLASSES); \
+	code=$$?; echo "report: $$dir/report.html, CSV: $$dir/run_*.csv (exit code $$code)"; exit $$code
+
+loadtest-ui: $(STAMP) ## Locust's web UI (127.0.0.1:8089) against HOST: pick users, shares, thresholds there
+	$(VENV)/bin/locust -f $(LOCUSTFILE) --host $(HOST) --grpc-url $(GRPC_URL) --class-picker \
+		--web-host 127.0.0.1 --web-port $(LOADTEST_WEB_PORT) --stop-timeout 5 \
+		$(LOCUST_PROCESSES) $(LOADTEST_ARGS)
+
+loadtest-calibrate: $(STAMP) $(REPOSITORY) ## Locust's own ceiling on this machine (trivial server) beside Triton's churn
+	$(PY) loadtests/calibrate.py --duration-s $(BENCH_DURATION_S)
+
 compose-config: ## validate docker-compose.yml offline (needs docker-compose; placeholder secrets)
 	TRITON_ADMIN_KEY=$${TRITON_ADMIN_KEY:-compose-config-check} \
 	GRAFANA_ADMIN_PASSWORD=$${GRAFANA_ADMIN_PASSWORD:-compose-config-check} \
 		docker-compose -f docker-compose.yml config -q
 
 clean: ## remove build outputs (artefacts, rendered repositories, caches); keeps .venv
-	rm -rf artifacts build .cache .pytest_cache .mypy_cache .ruff_cache bench/results
+	rm -rf artifacts build .cache .pytest_cache .mypy_cache .ruff_cache bench/results \
+		loadtests/results
 	find model_repository -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
