@@ -257,6 +257,28 @@ def test_sidecar_fires_the_error_rate_alert_when_a_burst_of_requests_fails(
                      r'feature="",severity="page"\} 1\.0', metrics.decode())
 
 
+def test_sidecar_reads_p95_latency_when_the_ensemble_caches_responses_and_exports_no_summary(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]],
+) -> None:
+    # The spec turns Triton's response cache on for the ensemble, which then exports no latency
+    # summary of its own (Triton 2.51); the sidecar falls back to its steps' summaries.
+    own = counter(monitored_triton, "nv_inference_request_summary_us_count", model="churn")
+    assert own == 0, "the ensemble exports its own summary again: drop the step fallback"
+    service, clock = sidecar(window_s=300), Clock()
+    service.evaluate_once(clock.now)
+    _send(monitored_triton, customers[:100], batch=1)
+    evaluation = service.evaluate_once(clock.advance(60))
+    assert evaluation.signals is not None
+    p95, p99 = (evaluation.signals.serving.latency_p95_ms,
+                evaluation.signals.serving.latency_p99_ms)
+    assert p95 is not None and p99 is not None
+    assert 0 < p95 <= p99 < 1000
+    status, metrics = _get(f"{service.url}/metrics")
+    assert re.search(r'tritonkit_monitor_latency_p95_ms\{model="churn"\} [0-9.]+',
+                     metrics.decode())
+
+
 def test_alertmanager_receives_the_alert_and_its_resolution_when_the_sidecar_delivers(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
     customers: list[dict[str, Any]], alertmanager: AlertmanagerProcess, tmp_path: Path,

@@ -157,14 +157,25 @@ class WindowJudge:
             requests=requests, failures=failures,
             error_rate=failures / requests if requests else None,
             requests_per_minute=requests / span_s * 60.0 if span_s > 0 else None,
-            latency_p95_ms=_quantile_ms(window, model, "0.95"),
-            latency_p99_ms=_quantile_ms(window, model, "0.99"),
+            latency_p95_ms=_quantile_ms(window, model, steps, "0.95"),
+            latency_p99_ms=_quantile_ms(window, model, steps, "0.99"),
             queue_time_share=queued / spent if spent > 0 else None,
         )
 
 
-def _quantile_ms(window: Window, model: str, quantile: str) -> float | None:
+def _quantile_ms(window: Window, model: str, steps: Sequence[str], quantile: str
+                 ) -> float | None:
     """The slowest replica's quantile from Triton's latency summary, in ms (None: no summary,
-    or no request in the summary's own window)."""
+    or no request in the summary's own window).
+
+    Workaround (Triton 2.51): an ensemble with `response_cache` on exports no summary of its
+    own, only its steps do; then the sum of the steps' quantiles stands in for it (requests
+    that missed the cache), as in the Prometheus rule TritonChurnLatencyP95High.
+    """
     values = window.values(LATENCY_SUMMARY, model=model, quantile=quantile)
-    return max(values) / 1000.0 if values else None
+    if values:
+        return max(values) / 1000.0
+    per_step = [window.values(LATENCY_SUMMARY, model=step, quantile=quantile) for step in steps]
+    if steps and all(per_step):
+        return sum(max(v) for v in per_step) / 1000.0
+    return None
