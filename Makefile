@@ -60,7 +60,8 @@ up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble and its monit
 	fi
 	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--metrics-port $(METRICS_PORT) --pid-file $(PID_FILE) --monitor-port $(MONITOR_PORT) \
-		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT)
+		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT) \
+		--gateway-port $(GATEWAY_PORT)
 
 down: ## stop the server that `make up` started, and no other (the PID in PID_FILE)
 	@if [ -e $(PID_FILE) ]; then $(PY) -m tritonkit.serve.cli --stop --pid-file $(PID_FILE); \

@@ -20,9 +20,9 @@ from tritonkit.artifacts import ChurnArtifacts, build_churn_artifacts
 from tritonkit.client.churn import read_customers
 from tritonkit.export.onnx_export import predict, session
 from tritonkit.features import ALL_FEATURES, FeatureSchema
-from tritonkit.monitor.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess, find_binary
 from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess, find_binary
 from tritonkit.spec import Pipeline, Spec, load_spec
 
 from .support import serve

@@ -34,7 +34,8 @@ from tritonkit.monitor.alerts import DEFAULT_RULES
 from tritonkit.monitor.exported import SIDECAR_METRICS
 from tritonkit.monitor.service import Evaluation, MonitorService, MonitorSettings
 from tritonkit.monitor.sources import PrometheusSource, TritonMetricsSource
-from tritonkit.monitor.stack import (
+from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.stack import (
     ALERTMANAGER_BINARIES,
     PROMETHEUS_BINARIES,
     AlertmanagerProcess,
@@ -42,7 +43,6 @@ from tritonkit.monitor.stack import (
     find_binary,
     prometheus_config,
 )
-from tritonkit.serve.server import TritonServer, free_port
 
 from ..support import batch_body, body_for, counter, post, serve, stub_pids, with_input
 
@@ -275,6 +275,7 @@ def test_sidecar_reads_p95_latency_when_the_ensemble_caches_responses_and_export
     assert p95 is not None and p99 is not None
     assert 0 < p95 <= p99 < 1000
     status, metrics = _get(f"{service.url}/metrics")
+    assert status == 200
     assert re.search(r'tritonkit_monitor_latency_p95_ms\{model="churn"\} [0-9.]+',
                      metrics.decode())
 
@@ -479,7 +480,7 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
         server.stop(timeout_s=5, check=False)
 
 
-def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_make_up_runs(
+def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_triton_in_make_up(
     repositories: dict[str, Path], tmp_path: Path,
 ) -> None:
     missing = [names[0] for names in (PROMETHEUS_BINARIES, ALERTMANAGER_BINARIES)
@@ -487,7 +488,8 @@ def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_m
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install "
                     "prometheus prometheus-alertmanager)")
-    ports = {name: free_port() for name in ("http", "monitor", "prometheus", "alertmanager")}
+    ports = {name: free_port()
+             for name in ("http", "monitor", "prometheus", "alertmanager", "gateway")}
     key_file = tmp_path / "admin-key"
     cli = subprocess.Popen(
         [sys.executable, "-m", "tritonkit.serve.cli", "--model-repository",
@@ -496,6 +498,7 @@ def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_m
          "--log-file", str(tmp_path / "tritonserver.log"), "--admin-key-file", str(key_file),
          "--monitor-port", str(ports["monitor"]), "--prometheus-port", str(ports["prometheus"]),
          "--alertmanager-port", str(ports["alertmanager"]),
+         "--gateway-port", str(ports["gateway"]),
          "--monitoring-dir", str(tmp_path / "monitoring")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -508,6 +511,19 @@ def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_m
         assert f"sidecar  {sidecar}/health  {sidecar}/alerts  {sidecar}/report" in banner
         assert f"Prometheus   http://127.0.0.1:{ports['prometheus']}" in banner
         assert f"Alertmanager http://127.0.0.1:{ports['alertmanager']}" in banner
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+        assert f"gateway  {gateway}/predict" in banner
+        # The banner's example request, with the development key, answers.
+        key = re.search(r"X-API-Key: (\S+)'", banner)
+        body = re.search(r"-d '(\{.*\})'", banner)
+        assert key and body, banner
+        predict = urllib.request.Request(
+            f"{gateway}/predict", data=body.group(1).encode(), method="POST",
+            headers={"X-API-Key": key.group(1), "Content-Type": "application/json"})
+        with urllib.request.urlopen(predict, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert answer["customer_id"] == "7590-VHVEG" and 0 < answer["churn_probability"] < 1
+        assert answer["model_version"] == "1"
 
         deadline = time.monotonic() + 20  # until its first scrape and health check
         while (health := _get(f"{sidecar}/health"))[0] != 200:
@@ -532,7 +548,7 @@ def test_serve_cli_runs_sidecar_prometheus_and_alertmanager_beside_triton_when_m
         code = cli.wait(timeout=60)
         cli.stdout.close()  # type: ignore[union-attr]
     assert code == 0
-    for name in ("prometheus", "alertmanager", "monitor"):
+    for name in ("prometheus", "alertmanager", "monitor", "gateway"):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/", timeout=2)
 

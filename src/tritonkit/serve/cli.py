@@ -6,7 +6,7 @@
 Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …). The pid file names
 the one serve CLI that `make down` stops; a second CLI with the same pid file refuses to start.
 Beside tritonserver it runs the monitoring sidecar (in this process) and, when their ports are
-given, Prometheus and Alertmanager (`tritonkit.monitor.stack`). Triton's model-repository API
+given, Prometheus and Alertmanager (`tritonkit.serve.stack`). Triton's model-repository API
 takes only requests with the admin key kept in `--admin-key-file` (made once if absent).
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from types import FrameType
 
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
-from tritonkit.monitor.stack import EmbeddedStack, StackOptions
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.serve.server import ServerSettings, TritonServer
+from tritonkit.serve.stack import EmbeddedStack, StackOptions
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     CACHE / "monitoring")),
                         help="Prometheus' and Alertmanager's data and logs, one folder per port "
                              "(env TRITONKIT_MONITORING_DIR; default .cache/monitoring)")
+    parser.add_argument("--gateway-port", type=int,
+                        default=_env_int("TRITONKIT_GATEWAY_PORT", 0),
+                        help="serve the public /predict gateway on this port in front of Triton "
+                             "(env TRITONKIT_GATEWAY_PORT; 0: no gateway, the default; make up "
+                             "passes GATEWAY_PORT=8080)")
+    parser.add_argument("--cache-size-bytes", type=int,
+                        default=_env_int("TRITONKIT_CACHE_SIZE_BYTES", 64 << 20),
+                        help="Triton's response cache, for the models whose spec turns it on "
+                             "(env TRITONKIT_CACHE_SIZE_BYTES; 0: off; default 64 MiB)")
     parser.add_argument("--stop", action="store_true",
                         help="stop the serve CLI named in --pid-file, wait until it has exited, "
                              "and exit (what `make down` runs)")
@@ -245,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
         summary_latencies=args.summary_latencies, admin_key=key,
+        cache_size_bytes=args.cache_size_bytes,
     ))
     stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
                          prometheus_port=args.prometheus_port,
                          alertmanager_port=args.alertmanager_port, admin_key=key,
-                         workdir=args.monitoring_dir)
+                         workdir=args.monitoring_dir, gateway_port=args.gateway_port)
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.

@@ -1,6 +1,7 @@
-"""The monitoring stack beside the embedded Triton (`make up`): the sidecar in this process, and
+"""What `make up` runs beside the embedded Triton: the monitoring sidecar in this process,
 Prometheus and Alertmanager from the Debian binaries (`apt-get install prometheus
-prometheus-alertmanager`), one owner per process that `make up` and the tests both use.
+prometheus-alertmanager`), and the public /predict gateway; one owner per process that
+`make up` and the tests both use.
 
 Each child dies with its parent, is polled for readiness against a deadline (its log's tail in
 the error when it does not come up), and is stopped with SIGTERM, then killed. The embedded
@@ -33,11 +34,24 @@ from urllib.parse import urlsplit
 import yaml
 
 from tritonkit.errors import ServerStartError, TritonKitError
+from tritonkit.gateway.auth import ensure_dev_keys
+from tritonkit.gateway.process import GatewayProcess
+from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
 from tritonkit.monitor.service import MonitorService, MonitorSettings
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.serve.server import TritonServer, _die_with_parent
 
 logger = logging.getLogger(__name__)
+
+#: A valid customer for the banner's example request.
+EXAMPLE_FEATURES = {
+    "tenure": 2, "monthlycharges": 70.35, "totalcharges": 140.7, "seniorcitizen": 0,
+    "gender": "Female", "partner": "No", "dependents": "No", "phoneservice": "Yes",
+    "multiplelines": "No", "internetservice": "Fiber optic", "onlinesecurity": "No",
+    "onlinebackup": "No", "deviceprotection": "No", "techsupport": "No", "streamingtv": "No",
+    "streamingmovies": "No", "contract": "Month-to-month", "paperlessbilling": "Yes",
+    "paymentmethod": "Electronic check",
+}
 
 MONITORING = PROJECT_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
@@ -219,6 +233,7 @@ class StackOptions:
     alertmanager_port: int | None = None
     admin_key: str | None = None
     workdir: Path = CACHE / "monitoring"
+    gateway_port: int = 0  # 0: no gateway
 
 
 class EmbeddedStack:
@@ -234,6 +249,8 @@ class EmbeddedStack:
         self.monitor: MonitorService | None = None
         self.alertmanager: AlertmanagerProcess | None = None
         self.prometheus: PrometheusProcess | None = None
+        self.gateway: GatewayProcess | None = None
+        self.gateway_key: str | None = None
         self.notes: list[str] = []
 
     def start(self) -> EmbeddedStack:
@@ -262,7 +279,17 @@ class EmbeddedStack:
                 port=o.prometheus_port, host=host,
                 workdir=o.workdir / f"prometheus-{o.prometheus_port}",
                 config=prometheus_config(targets, targets.get("alertmanager"))))
+        if o.gateway_port:
+            self._start_gateway(host, o.gateway_port)
         return self
+
+    def _start_gateway(self, host: str, port: int) -> None:
+        try:
+            self.gateway_key = ensure_dev_keys(DEFAULT_KEYS_FILE)["caller"]
+            self.gateway = GatewayProcess(triton_url=self.triton.grpc_url, host=host,
+                                          port=port).start()
+        except (TritonKitError, OSError) as exc:
+            self.notes.append(f"the /predict gateway did not start: {exc}")
 
     def _start_process(self, process: _P) -> _P | None:
         try:
@@ -281,13 +308,25 @@ class EmbeddedStack:
                               ("Alertmanager", self.alertmanager)):
             if process is not None:
                 lines.append(f"  {name:<12} {process.url}   (log {process.log_file})")
+        if self.gateway is not None:
+            url = self.gateway.url
+            lines.append(f"  gateway  {url}/predict   (OpenAPI {url}/docs, log "
+                         f"{self.gateway.log_file})")
+            lines.append(f"  curl -s {url}/predict -H 'X-API-Key: {self.gateway_key}' "
+                         "-H 'Content-Type: application/json' \\\n    -d '"
+                         + json.dumps({"customer_id": "7590-VHVEG", "features": EXAMPLE_FEATURES},
+                                      separators=(",", ":")) + "'")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """Stop every part (Prometheus first, Alertmanager last); a second call does nothing."""
+        """Stop every part (the gateway and Prometheus first, Alertmanager last); a second call
+        does nothing."""
         prometheus, monitor, alertmanager = self.prometheus, self.monitor, self.alertmanager
+        gateway, self.gateway = self.gateway, None
         self.prometheus = self.monitor = self.alertmanager = None
+        if gateway is not None:
+            gateway.stop(check=False)
         if prometheus is not None:
             prometheus.stop()
         if monitor is not None:
