@@ -1,0 +1,164 @@
+"""The `churn` ensemble's tensors on the wire, without tritonclient's per-call objects.
+
+KServe v2 carries each input as raw little-endian bytes: FP32 and INT32 packed, BYTES as
+4-byte length-prefixed strings. This module turns validated customer rows into those 19 byte
+strings and back from the 3 outputs, and wraps them in a gRPC `ModelInferRequest` (built from a
+cached template per row count through Triton's own protobuf schema) or an HTTP body in the
+binary-tensor extension (a JSON header followed by the raw bytes)::
+
+    request = grpc_request([row, row])             # service_pb2.ModelInferRequest
+    body, header_length = http_request([row])      # POST /v2/models/churn/infer
+    answers = grpc_answers(response, rows=2)       # [(0.42, "medium", "1"), ...]
+
+Profiled under load (README, the public API): building 19 tritonclient `InferInput` objects
+cost 160 µs for one customer; this costs about 10 µs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from tritonclient.grpc import service_pb2
+
+from tritonkit.features import ALL_FEATURES, KSERVE_DATATYPES, OUTPUT_DTYPES, TRITON_DTYPES
+
+MODEL_NAME = "churn"
+Answer = tuple[float, str, str]  # (churn_probability, risk_level, model_version)
+#: KServe datatype of each input, in the contract's order.
+INPUT_DATATYPES: tuple[tuple[str, str], ...] = tuple(
+    (name, KSERVE_DATATYPES[TRITON_DTYPES[name]]) for name in ALL_FEATURES)
+_PACK_CODES = {"FP32": "f", "INT32": "i"}
+_LENGTH = struct.Struct("<I")
+#: Length-prefixed bytes of the strings seen so far (the trained categories: a few dozen).
+_PREFIXED: dict[str, bytes] = {}
+_PREFIXED_MAX = 4096
+
+
+class MalformedAnswer(Exception):
+    """Triton's answer does not have the outputs the contract promises."""
+
+
+def _prefixed(value: Any) -> bytes:
+    """A BYTES element: its UTF-8 length as uint32 little-endian, then the bytes."""
+    found = _PREFIXED.get(value)
+    if found is None:
+        text = str(value).encode()
+        found = _LENGTH.pack(len(text)) + text
+        if len(_PREFIXED) < _PREFIXED_MAX:
+            _PREFIXED[value] = found
+    return found
+
+
+def raw_inputs(rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """The 19 inputs of `rows` as raw KServe bytes, in the contract's order."""
+    size = len(rows)
+    out = []
+    for name, datatype in INPUT_DATATYPES:
+        if datatype == "BYTES":
+            out.append(b"".join([_prefixed(row[name]) for row in rows]))
+        elif datatype == "INT32":
+            out.append(struct.pack(f"<{size}i", *[int(row[name]) for row in rows]))
+        else:
+            out.append(struct.pack(f"<{size}{_PACK_CODES[datatype]}",
+                                   *[row[name] for row in rows]))
+    return out
+
+
+# -- gRPC -------------------------------------------------------------------------------------
+_GRPC_TEMPLATES: dict[int, bytes] = {}
+
+
+def _grpc_template(size: int) -> bytes:
+    """The serialized request without its raw contents, for `size` rows (cached)."""
+    found = _GRPC_TEMPLATES.get(size)
+    if found is None:
+        request = service_pb2.ModelInferRequest(model_name=MODEL_NAME)
+        for name, datatype in INPUT_DATATYPES:
+            request.inputs.add(name=name, datatype=datatype, shape=[size, 1])
+        for name in OUTPUT_DTYPES:
+            request.outputs.add(name=name)
+        found = _GRPC_TEMPLATES[size] = request.SerializeToString()
+    return found
+
+
+def grpc_request(rows: Sequence[Mapping[str, Any]]) -> service_pb2.ModelInferRequest:
+    """A `ModelInferRequest` for the ensemble with the rows as raw_input_contents."""
+    request = service_pb2.ModelInferRequest.FromString(_grpc_template(len(rows)))
+    request.raw_input_contents.extend(raw_inputs(rows))
+    return request
+
+
+def grpc_answers(response: service_pb2.ModelInferResponse, rows: int) -> list[Answer]:
+    """The answers in a `ModelInferResponse` (one per row, in order)."""
+    raw = dict(zip([output.name for output in response.outputs],
+                   response.raw_output_contents, strict=False))
+    return _answers(raw, rows)
+
+
+# -- HTTP (binary-tensor extension) -----------------------------------------------------------
+_OUTPUTS_JSON = [{"name": name, "parameters": {"binary_data": True}} for name in OUTPUT_DTYPES]
+#: The HTTP header that gives the length of the JSON part of a binary-tensor body.
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def http_request(rows: Sequence[Mapping[str, Any]]) -> tuple[bytes, int]:
+    """(body, length of its JSON header) of a binary-tensor inference request."""
+    size = len(rows)
+    raw = raw_inputs(rows)
+    header = orjson.dumps({
+        "inputs": [{"name": name, "datatype": datatype, "shape": [size, 1],
+                    "parameters": {"binary_data_size": len(data)}}
+                   for (name, datatype), data in zip(INPUT_DATATYPES, raw, strict=True)],
+        "outputs": _OUTPUTS_JSON,
+    })
+    return b"".join([header, *raw]), len(header)
+
+
+def http_answers(body: bytes, header_length: int | None, rows: int) -> list[Answer]:
+    """The answers in a binary-tensor response body (`header_length`: its JSON part)."""
+    try:
+        header = orjson.loads(body if header_length is None else body[:header_length])
+        raw: dict[str, bytes] = {}
+        offset = len(body) if header_length is None else header_length
+        for output in header["outputs"]:
+            size = output.get("parameters", {}).get("binary_data_size")
+            if size is None:
+                raise MalformedAnswer(f"output {output.get('name')!r} came back as JSON, "
+                                      "not binary")
+            raw[output["name"]] = body[offset:offset + size]
+            offset += size
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise MalformedAnswer(f"Triton's answer is not a KServe v2 response: {exc}") from exc
+    return _answers(raw, rows)
+
+
+def _answers(raw: Mapping[str, bytes], rows: int) -> list[Answer]:
+    try:
+        probabilities = struct.unpack(f"<{rows}f", raw["churn_probability"])
+        risks = _strings(raw["risk_level"])
+        versions = _strings(raw["model_version"])
+    except (KeyError, struct.error, UnicodeDecodeError) as exc:
+        raise MalformedAnswer(f"Triton's answer lacks the contract's outputs for {rows} "
+                              f"row(s): {exc!r}") from exc
+    if not len(risks) == len(versions) == rows:
+        raise MalformedAnswer(f"Triton answered {len(risks)} risk levels and {len(versions)} "
+                              f"versions for {rows} row(s)")
+    return list(zip(probabilities, risks, versions, strict=True))
+
+
+def _strings(data: bytes) -> list[str]:
+    """A BYTES tensor's elements, decoded."""
+    out = []
+    offset = 0
+    end = len(data)
+    while offset < end:
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += 4
+        if offset + length > end:
+            raise struct.error("a BYTES element runs past the end of its tensor")
+        out.append(data[offset:offset + length].decode())
+        offset += length
+    return out
