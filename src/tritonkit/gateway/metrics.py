@@ -76,6 +76,9 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self._latency = {route: metrics.latency.labels(route) for route in (*ROUTES, "other")}
+        #: (route, status, model_version) -> its counter: `labels()` takes a lock and builds
+        #: a key on every call; the combinations are few (bounded routes and statuses).
+        self._counted: dict[tuple[str, int, str], Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -96,5 +99,9 @@ class MetricsMiddleware:
         finally:
             route = scope["path"] if scope["path"] in self._latency else "other"
             self._latency[route].observe(time.perf_counter() - started)
-            self.metrics.requests.labels(
-                route, str(status), state.get("model_version", "")).inc()
+            key = (route, status, state.get("model_version", ""))
+            counter = self._counted.get(key)
+            if counter is None:
+                counter = self._counted[key] = self.metrics.requests.labels(
+                    route, str(status), key[2])
+            counter.inc()
