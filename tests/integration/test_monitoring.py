@@ -536,7 +536,7 @@ def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_trito
         while not jobs():  # Prometheus is ready before its service discovery has synced
             assert time.monotonic() < deadline, "Prometheus found no targets"
             time.sleep(0.5)
-        assert jobs() == {"triton", "tritonkit-monitor", "prometheus", "alertmanager"}
+        assert jobs() == {"triton", "tritonkit-monitor", "prometheus", "alertmanager", "gateway"}
         load = f"http://127.0.0.1:{ports['http']}/v2/repository/models/churn_pipeline/load"
         refused = urllib.request.Request(load, data=b"{}", method="POST")
         assert _status(refused) == 403

@@ -268,6 +268,8 @@ class EmbeddedStack:
                 )).start()
             except TritonKitError as exc:
                 self.notes.append(f"the monitoring sidecar did not start: {exc}")
+        if o.gateway_port:
+            self._start_gateway(host, o.gateway_port)
         if o.prometheus_port is not None:
             targets = {"triton": urlsplit(self.triton.metrics_url).netloc,
                        "prometheus": f"{host}:{o.prometheus_port}"}
@@ -275,12 +277,12 @@ class EmbeddedStack:
                 targets["tritonkit-monitor"] = f"{host}:{self.monitor.port}"
             if self.alertmanager is not None:
                 targets["alertmanager"] = f"{host}:{self.alertmanager.port}"
+            if self.gateway is not None:
+                targets["gateway"] = f"{host}:{self.gateway.port}"
             self.prometheus = self._start_process(PrometheusProcess(
                 port=o.prometheus_port, host=host,
                 workdir=o.workdir / f"prometheus-{o.prometheus_port}",
                 config=prometheus_config(targets, targets.get("alertmanager"))))
-        if o.gateway_port:
-            self._start_gateway(host, o.gateway_port)
         return self
 
     def _start_gateway(self, host: str, port: int) -> None:
