@@ -110,7 +110,7 @@ def ensure_dev_keys(keys_file: Path) -> dict[str, str]:
 
     For development only: the plain keys are kept in `dev-api-key` and `dev-admin-key`
     (mode 0600) beside the store, so `make api-key` can print them again. Production keys are
-    made with `python -m tritonkit.gateway.keys add`, which shows a key once and keeps only its
+    made with `python -m tritonkit.gateway.cli add-key`, which shows a key once and keeps only its
     hash.
     """
     keys: dict[str, str] = {}
