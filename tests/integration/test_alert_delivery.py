@@ -18,13 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tritonkit.monitor.alerts import (
-    AlertEngine,
-    AlertmanagerSink,
-    AlertRules,
-    WebhookSink,
-    fingerprint,
-)
+from tritonkit.monitor.alerts import AlertEngine, AlertRules, fingerprint
+from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.serve.server import free_port
 
 ALERTMANAGER_CONFIG = """\

@@ -30,12 +30,11 @@ from tritonkit.monitor.alerts import (
     DEFAULT_RULES,
     Alert,
     AlertEngine,
-    AlertmanagerSink,
     AlertSink,
     Transition,
-    WebhookSink,
     load_alert_rules,
 )
+from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.monitor.drift_stats import DriftThresholds
 from tritonkit.monitor.health import Check, HealthMonitor, HealthReport, TritonProbe
 from tritonkit.monitor.metrics import SidecarMetrics
