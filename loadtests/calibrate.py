@@ -141,6 +141,7 @@ def run_locust(user: str, host: str, grpc_url: str, *, users: int, processes: in
         "locust_cores": locust_s / window_s,
         "server_cores": server_s / window_s if server_pids else None,
         "locust_cpu_warning": LOCUST_CPU_WARNING in stderr,
+        "requests_per_s_per_locust_core": float(row["Requests/s"]) * window_s / max(locust_s, 1e-9),
     }
 
 
@@ -228,13 +229,16 @@ def main() -> int:
     print(f"\nLocust {args.users} users, {args.duration_s:g} s per run, {os.cpu_count()} cores "
           "(shared: compare rows of this run only)")
     print(f"{'target':<13} {'user':<17} {'proc':>4} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'fails':>6} {'locust cores':>13} {'server cores':>13}")
+          f"{'fails':>6} {'locust cores':>13} {'req/s/core':>11} {'server cores':>13}")
     for r in rows:
         server = f"{r['server_cores']:.2f}" if r["server_cores"] is not None else "n/a"
         flag = "  (Locust warned: its CPU was too high)" if r["locust_cpu_warning"] else ""
         print(f"{r['target']:<13} {r['user']:<17} {r['processes']:>4} "
               f"{r['requests_per_s']:>8.0f} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} "
-              f"{r['failures']:>6} {r['locust_cores']:>13.2f} {server:>13}{flag}")
+              f"{r['failures']:>6} {r['locust_cores']:>13.2f} "
+              f"{r['requests_per_s_per_locust_core']:>11.0f} {server:>13}{flag}")
+    print("\nreq/s/core: requests per second of Locust CPU, what one whole core would drive; "
+          "on a shared machine Locust gets less than a core (`locust cores`).")
     print("\nLocust rounds response times under 100 ms to whole milliseconds; for sub-ms "
           "figures use `make bench` (wrk).")
     output.parent.mkdir(parents=True, exist_ok=True)
