@@ -1,8 +1,9 @@
-"""The command-line options of the locustfiles, and the workload they select.
+"""What the locustfiles send and where: their options, and the workload those select.
 
-Importing this module registers the options with Locust (each has a `LOCUST_*` environment
-variable, and `locust -f loadtests/locustfile.py --help` lists them under "Custom arguments")
-and builds the workload once the options are parsed::
+Importing this module registers `--ensembles`, `--customers`, `--drift-share`,
+`--invalid-share` and `--grpc-url` with Locust (each with a `LOCUST_*` environment variable;
+Locust's `--help` cannot list them, since it prints before reading the locustfile: see
+loadtests/README.md) and builds the workload once they are parsed::
 
     import options                                   # in a locustfile
     payload = options.workload().pick(rng)           # in a user's task
