@@ -187,6 +187,8 @@ def churn_payloads(pipeline: Pipeline, customers: Path | None) -> dict[str, list
     # ChurnArtifacts.for_version(v).test_rows, spelled out: tritonkit.artifacts imports
     # onnxruntime, whose threads make Locust's worker processes (--processes) abort at exit.
     path = customers or ARTIFACTS / "churn" / str(pipeline.version) / "test.csv"
+    if customers is not None and not path.exists():
+        raise LoadTestError(f"--customers {path}: no such file")
     if not path.exists():
         raise LoadTestError(f"no held-out customers at {path}: run `make build-engines`, or pass "
                             "--customers with a Telco CSV or JSON file")
