@@ -4,6 +4,7 @@ response cache, and the breaker and fallback when Triton stops and comes back.""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import http.client
@@ -24,9 +25,11 @@ import uvicorn
 from tritonkit.features import ALL_FEATURES, CATEGORICAL_FEATURES, NUMERIC_BOUNDS
 from tritonkit.gateway.app import create_app
 from tritonkit.gateway.auth import add_key, ensure_dev_keys
+from tritonkit.gateway.breaker import CircuitBreaker
 from tritonkit.gateway.settings import GatewaySettings
 from tritonkit.gateway.tls import make_self_signed
-from tritonkit.serve.server import TritonServer
+from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
+from tritonkit.serve.server import TritonServer, free_port
 
 from ..support import counter, serve
 
@@ -130,11 +133,23 @@ def _settings(triton_url: str, keys: dict[str, Any], certs: tuple[Path, Path] | 
     return GatewaySettings(**values)
 
 
+def _triton_url(triton: TritonServer, protocol: str) -> str:
+    return triton.grpc_url if protocol == "grpc" else triton.http_url.removeprefix("http://")
+
+
 @pytest.fixture(scope="module")
 def gateway(triton: TritonServer, keys: dict[str, Any], certs: tuple[Path, Path]
             ) -> Iterator[RunningGateway]:
     """The gateway over HTTPS with the self-signed pair, in front of the session's Triton."""
     with RunningGateway(_settings(triton.grpc_url, keys, certs), cafile=certs[0]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http_gateway(triton: TritonServer, keys: dict[str, Any]) -> Iterator[RunningGateway]:
+    """The gateway calling Triton's HTTP port (binary tensors on keep-alive connections)."""
+    settings = _settings(_triton_url(triton, "http"), keys, None, protocol="http")
+    with RunningGateway(settings, cafile=None) as running:
         yield running
 
 
@@ -390,14 +405,131 @@ def test_gateway_falls_back_when_triton_stops_and_recovers_when_it_returns(
             own.stop(check=False)
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_gateway_answers_503_with_retry_after_when_triton_is_down_and_fallback_is_off(
-        keys: dict[str, Any],
-        customers: list[dict[str, Any]]) -> None:
-    from tritonkit.serve.server import free_port
-
-    settings = _settings(f"127.0.0.1:{free_port()}", keys, None, fallback=False)
+        keys: dict[str, Any], customers: list[dict[str, Any]], protocol: str) -> None:
+    settings = _settings(f"127.0.0.1:{free_port()}", keys, None, fallback=False,
+                         protocol=protocol)
     with RunningGateway(settings, cafile=None) as running:
         status, headers, answer = running.call("/predict", request_for(customers[0]),
                                                keys["caller"])
         assert status == 503 and answer["error"] == "unavailable"
         assert int(headers["retry-after"]) >= 1
+
+
+# -- the lean upstream: both protocols against the real Triton ---------------------------------
+def _rows(customers: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    return [request_for(c)["features"] for c in customers[:count]]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_upstream_answers_like_the_model_for_100_customers_when_called_over_either_protocol(
+        triton: TritonServer, customers: list[dict[str, Any]],
+        in_process: dict[str, np.ndarray], protocol: str) -> None:
+    rows = _rows(customers, 100)
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        upstream = TritonUpstream(_triton_url(triton, protocol), protocol,  # type: ignore[arg-type]
+                                  timeout_s=10, breaker=CircuitBreaker())
+        try:
+            together = await upstream.infer(rows)
+            alone = await asyncio.gather(*(upstream.infer([row]) for row in rows))
+            return together, [answer for answers in alone for answer in answers]
+        finally:
+            await upstream.close()
+
+    for answers in asyncio.run(run()):
+        np.testing.assert_allclose([p for p, _, _ in answers],
+                                   in_process["churn_probability"][:100, 0], atol=1e-6)
+        assert [r for _, r, _ in answers] == [str(r) for r in in_process["risk_level"][:100, 0]]
+        assert {v for _, _, v in answers} == {"1"}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_upstream_maps_failures_to_the_same_kinds_when_either_protocol_fails(
+        triton: TritonServer, customers: list[dict[str, Any]], protocol: str) -> None:
+    bad = _rows(customers, 2)
+    bad[1]["contract"] = "Weekly"
+
+    async def failure(url: str, rows: list[dict[str, Any]], timeout_s: float) -> UpstreamError:
+        upstream = TritonUpstream(url, protocol, timeout_s=timeout_s,  # type: ignore[arg-type]
+                                  breaker=CircuitBreaker())
+        try:
+            await upstream.infer(rows)
+        except UpstreamError as exc:
+            return exc
+        finally:
+            await upstream.close()
+        raise AssertionError("Triton answered")
+
+    url = _triton_url(triton, protocol)
+    refused = asyncio.run(failure(url, bad, 10))
+    assert refused.kind == "bad_request" and "unknown category 'Weekly'" in refused.message
+    assert asyncio.run(failure(url, bad[:1], 1e-5)).kind == "timeout"
+    assert asyncio.run(failure(f"127.0.0.1:{free_port()}", bad[:1], 5)).kind == "unavailable"
+
+
+def test_gateway_over_http_answers_like_the_model_when_callers_overlap(
+        http_gateway: RunningGateway, triton: TritonServer, keys: dict[str, Any],
+        customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]) -> None:
+    sent = http_gateway.metric("gateway_triton_requests_total", outcome="ok")
+    calls = 64
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(
+            lambda i: http_gateway.call("/predict", request_for(customers[i]), keys["caller"]),
+            range(calls)))
+    assert all(status == 200 for status, _, _ in answers)
+    np.testing.assert_allclose([a["churn_probability"] for _, _, a in answers],
+                               in_process["churn_probability"][:calls, 0], atol=1e-6)
+    assert {(a["model_version"], a["degraded"]) for _, _, a in answers} == {("1", False)}
+    assert http_gateway.metric("gateway_triton_requests_total", outcome="ok") - sent < calls
+    body = {"customers": [request_for(c) for c in customers[:20]]}
+    status, _, answer = http_gateway.call("/predict/batch", body, keys["caller"])
+    assert status == 200
+    np.testing.assert_allclose([p["churn_probability"] for p in answer["predictions"]],
+                               in_process["churn_probability"][:20, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("fixture", ["gateway", "http_gateway"])
+def test_gateway_reloads_a_model_through_either_protocol_when_an_admin_asks(
+        request: pytest.FixtureRequest, keys: dict[str, Any], customers: list[dict[str, Any]],
+        fixture: str) -> None:
+    running: RunningGateway = request.getfixturevalue(fixture)
+    status, _, answer = running.call("/admin/models/churn/load", b"", keys["admin"])
+    assert (status, answer) == (200, {"loaded": "churn"})
+    status, _, answer = running.call("/predict", request_for(customers[0]), keys["caller"])
+    assert status == 200 and answer["degraded"] is False
+
+
+def test_gateway_answers_the_same_through_fastapi_when_the_fast_path_is_off(
+        gateway: RunningGateway, keys: dict[str, Any], customers: list[dict[str, Any]]) -> None:
+    wrong = request_for(customers[2])
+    wrong["features"]["tenure"] = -1
+    del wrong["features"]["contract"]
+    requests: list[tuple[str, Any, str | None]] = [
+        ("/predict", request_for(customers[1]), keys["caller"]),
+        ("/predict/batch", {"customers": [request_for(c) for c in customers[:3]]},
+         keys["caller"]),
+        ("/predict", wrong, keys["caller"]),
+        ("/predict", b"{nope", keys["caller"]),
+        ("/predict", b"x" * (gateway.settings.max_body_bytes + 1), keys["caller"]),
+        ("/predict", request_for(customers[1]), None),
+        ("/predict/batch", {"customers": []}, keys["caller"]),
+    ]
+
+    def answers() -> list[tuple[int, Any, str | None]]:
+        out = []
+        for path, body, key in requests:
+            status, headers, answer = gateway.call(path, body, key)
+            out.append((status, answer, headers.get("content-type")))
+        return out
+
+    fast = answers()
+    app = gateway.app
+    saved, app.fast_path = app.fast_path, None
+    try:
+        through_fastapi = answers()
+    finally:
+        app.fast_path = saved
+    assert [status for status, _, _ in fast] == [200, 200, 400, 400, 413, 401, 400]
+    assert through_fastapi == fast
