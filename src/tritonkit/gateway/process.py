@@ -60,6 +60,11 @@ class GatewayProcess:
     def command(self) -> list[str]:
         return list(self._command)
 
+    @property
+    def pid(self) -> int | None:
+        """The running gateway's process id (benchmarks read its CPU time), else None."""
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout_s: float = 30.0) -> GatewayProcess:
         """Start the gateway and block until `/healthz` answers or `timeout_s` has passed."""
         if self._process is not None:
