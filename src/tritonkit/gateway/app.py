@@ -82,6 +82,7 @@ class Gateway:
         self.models = ContractModels.build(self.schema, settings.max_batch)
         self.fallback = FallbackModel.load(paths.fallback) if settings.fallback else None
         self.metrics = GatewayMetrics()
+        self._triton_ok = self.metrics.triton_requests.labels("ok")  # once, not per call
         self.breaker = CircuitBreaker(failure_threshold=settings.breaker_failures,
                                       reset_timeout_s=settings.breaker_reset_s,
                                       on_change=self.metrics.on_breaker_change)
@@ -128,7 +129,7 @@ class Gateway:
         except UpstreamError as exc:
             self.metrics.triton_requests.labels(exc.kind).inc()
             raise
-        self.metrics.triton_requests.labels("ok").inc()
+        self._triton_ok.inc()
         return answers
 
     async def answer(self, rows: list[dict[str, Any]], *, coalesce: bool
