@@ -446,7 +446,7 @@ def test_upstream_answers_like_the_model_for_100_customers_when_called_over_eith
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_upstream_maps_failures_to_the_same_kinds_when_either_protocol_fails(
+def test_upstream_maps_refusals_and_unreachable_triton_to_kinds_over_either_protocol(
         triton: TritonServer, customers: list[dict[str, Any]], protocol: str) -> None:
     bad = _rows(customers, 2)
     bad[1]["contract"] = "Weekly"
@@ -462,11 +462,11 @@ def test_upstream_maps_failures_to_the_same_kinds_when_either_protocol_fails(
             await upstream.close()
         raise AssertionError("Triton answered")
 
-    url = _triton_url(triton, protocol)
-    refused = asyncio.run(failure(url, bad, 10))
+    refused = asyncio.run(failure(_triton_url(triton, protocol), bad, 10))
     assert refused.kind == "bad_request" and "unknown category 'Weekly'" in refused.message
-    assert asyncio.run(failure(url, bad[:1], 1e-5)).kind == "timeout"
     assert asyncio.run(failure(f"127.0.0.1:{free_port()}", bad[:1], 5)).kind == "unavailable"
+    # Deadlines: tests/unit/test_gateway_models.py, against servers that never answer (a tiny
+    # deadline on the real Triton sometimes passes, and leaves it cancelled calls).
 
 
 def test_gateway_over_http_answers_like_the_model_when_callers_overlap(

@@ -470,3 +470,53 @@ def test_coalescer_gives_each_caller_its_own_answer_when_triton_refuses_one_of_t
     answers = asyncio.run(run())
     assert isinstance(answers[3], UpstreamError) and answers[3].kind == "bad_request"
     assert all(a == [(0.5, "medium", "1")] for n, a in enumerate(answers) if n != 3)
+
+
+@pytest.mark.parametrize(("behaviour", "kind", "message"), [
+    ("hang", "timeout", "Deadline Exceeded"),
+    ("invalid", "bad_request", "unknown category"),
+    ("unavailable", "unavailable", "model not ready"),
+    ("internal", "server", "stub died"),
+    ("empty", "server", "lacks the contract's outputs"),
+])
+def test_upstream_over_grpc_maps_a_status_to_its_kind_when_triton_fails(
+        customers: list[dict[str, Any]], behaviour: str, kind: str, message: str) -> None:
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from tritonkit.gateway.breaker import CircuitBreaker
+    from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
+
+    class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+        async def ModelInfer(self, request: Any, context: Any) -> Any:  # the RPC's name
+            if behaviour == "hang":
+                await asyncio.sleep(30)
+            codes = {"invalid": grpc.StatusCode.INVALID_ARGUMENT,
+                     "unavailable": grpc.StatusCode.UNAVAILABLE,
+                     "internal": grpc.StatusCode.INTERNAL}
+            texts = {"invalid": "contract: unknown category", "unavailable": "model not ready",
+                     "internal": "stub died"}
+            if behaviour in codes:
+                await context.abort(codes[behaviour], texts[behaviour])
+            return service_pb2.ModelInferResponse(model_name="churn")
+
+    async def run() -> UpstreamError:
+        server = grpc.aio.server()
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        upstream = TritonUpstream(f"127.0.0.1:{port}", "grpc", timeout_s=0.3,
+                                  breaker=CircuitBreaker())
+        try:
+            await upstream.infer(_rows(customers, 1))
+        except UpstreamError as exc:
+            return exc
+        finally:
+            await upstream.close()
+            await server.stop(grace=None)
+        raise AssertionError("no error")
+
+    error = asyncio.run(run())
+    assert error.kind == kind and message in error.message
