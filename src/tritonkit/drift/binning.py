@@ -202,17 +202,29 @@ def bin_index(values: np.ndarray, edges: np.ndarray | Sequence[float]) -> np.nda
                            np.asarray(values, dtype=np.float64), side="left")
 
 
+#: Rows a counter keeps uncounted before it counts them on the caller's thread after all.
+MAX_PENDING_ROWS = 200_000
+
+
 class DriftCounter:
-    """Counts of a layout's series since the last `take()`; safe across threads."""
+    """Counts of a layout's series since the last `take()`; safe across threads.
+
+    The serving thread only queues each batch's arrays (about a microsecond); `take()`, called
+    from the flush thread, counts everything queued in one vectorised pass. Counting a batch as
+    it came cost ~50 µs per batch, a tenth of a request's latency at concurrency 1.
+    """
 
     def __init__(self, layout: DriftLayout) -> None:
         self.layout = layout
         self._counts = np.zeros(len(layout), dtype=np.int64)
         self._lock = threading.Lock()
+        self._features: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._predictions: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
 
     def count_features(self, numbers: np.ndarray, codes: np.ndarray,
                        missing: np.ndarray | None = None) -> None:
-        """Count a batch's inputs.
+        """Queue a batch's inputs for counting (the arrays must not change afterwards).
 
         Args:
             numbers: float [rows, numeric features] in the layout's order; NaN is missing.
@@ -221,6 +233,15 @@ class DriftCounter:
             missing: bool [categorical features, rows], values that were blank (else they
                 count as unseen); None when no code is -1.
         """
+        with self._lock:
+            self._features.append((numbers, codes, missing))
+            self._pending_rows += numbers.shape[0]
+            drain = self._pending_rows > MAX_PENDING_ROWS
+        if drain:
+            self._drain()
+
+    def _count_features(self, numbers: np.ndarray, codes: np.ndarray,
+                        missing: np.ndarray | None) -> np.ndarray:
         layout = self.layout
         delta = np.zeros(len(layout), dtype=np.int64)
         delta[layout.rows] = numbers.shape[0]
@@ -241,10 +262,19 @@ class DriftCounter:
             for k, category in enumerate(layout.categorical):
                 delta[category.missing] = np.count_nonzero(blank[k])
                 delta[category.unseen] = np.count_nonzero(~known[k] & ~blank[k])
-        self._add(delta)
+        return delta
 
     def count_predictions(self, probabilities: np.ndarray, risk_levels: np.ndarray) -> None:
-        """Count the answers of a batch: probability bins and risk levels."""
+        """Queue the answers of a batch for counting: probability bins and risk levels."""
+        with self._lock:
+            self._predictions.append((probabilities, risk_levels))
+            self._pending_rows += probabilities.shape[0]
+            drain = self._pending_rows > MAX_PENDING_ROWS
+        if drain:
+            self._drain()
+
+    def _count_predictions(self, probabilities: np.ndarray, risk_levels: np.ndarray
+                           ) -> np.ndarray:
         layout = self.layout
         delta = np.zeros(len(layout), dtype=np.int64)
         bins = len(layout.probability_edges) + 1
@@ -254,7 +284,7 @@ class DriftCounter:
         for i, level in enumerate(RISK_LEVELS):
             delta[layout.risk_first + i] = np.count_nonzero(
                 (levels == level) | (levels == level.encode()))
-        self._add(delta)
+        return delta
 
     def count_rejected(self, reason: str, rows: int) -> None:
         """Count `rows` refused for `reason` (one of REJECT_REASONS)."""
@@ -262,12 +292,32 @@ class DriftCounter:
         with self._lock:
             self._counts[index] += rows
 
-    def _add(self, delta: np.ndarray) -> None:
+    def _drain(self) -> None:
+        """Count every queued batch in one pass per kind, outside the lock."""
+        with self._lock:
+            features, self._features = self._features, []
+            predictions, self._predictions = self._predictions, []
+            self._pending_rows = 0
+        delta = np.zeros(len(self.layout), dtype=np.int64)
+        if features:
+            numbers = np.concatenate([f[0] for f in features])
+            codes = np.concatenate([f[1] for f in features], axis=1)
+            missing = None
+            if any(f[2] is not None for f in features):
+                missing = np.concatenate(
+                    [f[2] if f[2] is not None else np.zeros_like(f[1], dtype=bool)
+                     for f in features], axis=1)
+            delta += self._count_features(numbers, codes, missing)
+        if predictions:
+            delta += self._count_predictions(
+                np.concatenate([p[0].reshape(-1) for p in predictions]),
+                np.concatenate([p[1].reshape(-1) for p in predictions]))
         with self._lock:
             self._counts += delta
 
     def take(self) -> list[tuple[int, int]]:
         """(series index, count) of every series counted since the last call; resets them."""
+        self._drain()
         with self._lock:
             counts, self._counts = self._counts, np.zeros_like(self._counts)
         return [(int(i), int(counts[i])) for i in np.flatnonzero(counts)]
