@@ -29,7 +29,7 @@ _ENV = "TRITONKIT_GATEWAY_"
 #: One line of help per setting (the dataclass's field comments, kept here for --help).
 _HELP = {
     "triton_url": "host:port of Triton: its gRPC port for grpc, HTTP port for http",
-    "protocol": "protocol to Triton: grpc or http",
+    "protocol": "protocol to Triton: grpc or http (http costs the gateway less CPU per call)",
     "host": "address to bind",
     "port": "port to listen on",
     "tls_cert": "TLS certificate (PEM); with --tls-key the gateway serves HTTPS",

@@ -27,7 +27,8 @@ class GatewaySettings:
 
     #: host:port of Triton (gRPC port for grpc, HTTP port for http)
     triton_url: str = "127.0.0.1:8001"
-    #: protocol to Triton: grpc or http (tritonclient's asyncio clients)
+    #: protocol to Triton: grpc (one grpc.aio channel) or http (binary tensors on keep-alive
+    #: connections: less of the gateway's CPU per call, see README, the public API)
     protocol: Literal["grpc", "http"] = "grpc"
     #: address the gateway binds
     host: str = "127.0.0.1"
