@@ -24,8 +24,9 @@ STAMP := $(VENV)/.installed
 REPOSITORY := model_repository/churn/config.pbtxt
 
 GATEWAY_PORT ?= 8080
-GATEWAY_PROTOCOL ?= grpc
-TRITON_URL ?= 127.0.0.1:$(GRPC_PORT)
+# The gateway's protocol to Triton: http (binary tensors, the faster path here) or grpc.
+GATEWAY_PROTOCOL ?= http
+TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
 .PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway predict compose-config clean certs api-key gateway
 
