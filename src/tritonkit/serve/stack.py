@@ -20,14 +20,9 @@ import dataclasses
 import json
 import logging
 import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections import deque
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,7 +34,8 @@ from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
 from tritonkit.monitor.service import MonitorService, MonitorSettings
 from tritonkit.paths import CACHE, PROJECT_ROOT
-from tritonkit.serve.server import TritonServer, _die_with_parent
+from tritonkit.serve.process import ChildProcess, http_ok
+from tritonkit.serve.server import TritonServer
 
 logger = logging.getLogger(__name__)
 
@@ -71,85 +67,28 @@ def find_binary(names: tuple[str, ...]) -> str | None:
     return None
 
 
-class ManagedProcess:
-    """One monitoring server as a child process, with its log in `workdir`."""
+class ManagedProcess(ChildProcess):
+    """A monitoring server from its Debian binary, with its log and data in `workdir`."""
 
-    name = "process"
     binaries: tuple[str, ...] = ()
     install_hint = ""
 
     def __init__(self, *, port: int, workdir: Path, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = port
+        super().__init__(port=port, host=host, log_file=workdir / f"{self.name}.log")
         self.workdir = workdir
-        self.log_file = workdir / f"{self.name}.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def command(self, binary: str) -> list[str]:
-        raise NotImplementedError
-
-    def start(self, timeout_s: float = 30.0) -> ManagedProcess:
+    def command(self) -> list[str]:
         binary = find_binary(self.binaries)
         if binary is None:
             raise ServerStartError(f"{self.name} is not installed: {self.install_hint}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = self.command(binary)
-        logger.info("starting %s", " ".join(cmd))
-        with open(self.log_file, "wb") as log:
-            self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                             preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            code = self._process.poll()
-            if code is not None or time.monotonic() > deadline:
-                self.stop()
-                what = (f"exited with code {code}" if code is not None
-                        else f"was not ready after {timeout_s:.0f} s")
-                raise ServerStartError(f"{self.name} {what}; last log lines:\n{self.log_tail()}")
-            time.sleep(0.1)
-        return self
+        return self.arguments(binary)
 
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return False
-        except OSError:
-            return False
+    def arguments(self, binary: str) -> list[str]:
+        raise NotImplementedError
 
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            with open(self.log_file, errors="replace") as handle:
-                return "".join(deque(handle, maxlen=lines))
-        except FileNotFoundError:
-            return "(no log written)"
-
-    def __enter__(self) -> ManagedProcess:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def is_ready(self) -> bool:
+        return http_ok(f"{self.url}/-/ready")
 
 
 class AlertmanagerProcess(ManagedProcess):
@@ -164,7 +103,7 @@ class AlertmanagerProcess(ManagedProcess):
         super().__init__(port=port, workdir=workdir, host=host)
         self.config_file = config_file
 
-    def command(self, binary: str) -> list[str]:
+    def arguments(self, binary: str) -> list[str]:
         return [binary, f"--config.file={self.config_file}",
                 f"--storage.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address="]
@@ -189,7 +128,7 @@ class PrometheusProcess(ManagedProcess):
         self.config_file = workdir / "prometheus.yml"
         self.config = config
 
-    def command(self, binary: str) -> list[str]:
+    def arguments(self, binary: str) -> list[str]:
         self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return [binary, f"--config.file={self.config_file}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
