@@ -57,3 +57,15 @@ def test_naive_baseline_refuses_like_the_ensemble_when_a_value_is_impossible(
                         content_type="application/json")
     assert response.status_code == 400
     assert words in response.get_json()["error"]
+
+
+def test_free_port_never_hands_out_a_port_twice_when_called_in_a_row() -> None:
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_server_settings_refuse_one_port_for_two_services(tmp_path: Path) -> None:
+    port = free_port()
+    with pytest.raises(ServerStartError, match="must differ"):
+        ServerSettings(model_repository=tmp_path, http_port=port, grpc_port=free_port(),
+                       metrics_port=port)

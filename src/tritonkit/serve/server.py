@@ -78,6 +78,13 @@ class ServerSettings:
     preload_allocator: bool = True
     extra_args: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if len(set(ports)) < len(ports):
+            raise ServerStartError(
+                f"the HTTP, gRPC and metrics ports must differ, got {ports}: tritonserver "
+                "cannot serve two of them on one port")
+
 
 def _pytriton_root() -> Path:
     try:
@@ -447,8 +454,22 @@ class TritonServer:
         self.stop(check=exc_type is None)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (for tests and side-by-side benchmarks)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now and not handed out before by this process (for tests
+    and side-by-side benchmarks).
+
+    The kernel can give the same ephemeral port to two binds in a row once the first socket is
+    closed: a server's HTTP and metrics ports then collide ("cannot listen to HTTP requests
+    and metrics requests at the same address and port", seen in CI).
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free port that was not handed out already")
