@@ -1,0 +1,45 @@
+"""`tritonkit`: the package's command, one subcommand per long-running part.
+
+    tritonkit serve --http-port 8000      # Triton and what runs beside it (what `make up` runs)
+    tritonkit monitor --triton-url ...    # the monitoring sidecar alone (e.g. a remote Triton)
+    tritonkit gateway serve ...           # the /predict gateway alone
+
+Each subcommand is its module's own command line (`python -m tritonkit.serve.cli` …), with
+every option documented in its `--help`. Building the models and predicting from a file are
+`make build-engines` and `scripts/predict.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module with a `main(argv) -> int`, what it does)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("tritonkit.serve.cli", "serve the embedded stack in the foreground (make up)"),
+    "monitor": ("tritonkit.monitor.cli", "run the monitoring sidecar against a Triton"),
+    "gateway": ("tritonkit.gateway.cli", "the /predict gateway, its keys and certificates"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tritonkit {" + ",".join(SUBCOMMANDS) + "} [options]", ""]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "`tritonkit <subcommand> --help` lists its options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {args[0]!r}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[args[0]][0])
+    return int(module.main(args[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
