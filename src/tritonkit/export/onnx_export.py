@@ -1,55 +1,124 @@
-"""Export the churn classifier to ONNX with its postprocessing head, and check it against sklearn.
+"""Export the churn classifier to ONNX in standard operators, with its postprocessing head.
 
-The exported graph takes the encoded feature matrix (`tritonkit.features`) and returns the three
-outputs `OUTPUT_NAMES` (README, "The `churn` contract"). Postprocessing (risk level from the spec's
-thresholds, model version) is part of the graph, so it runs inside onnxruntime in both targets:
-natively in production, and in the same python hop as the classifier on the embedded target (a
-python hop costs latency and throughput: README, Performance)::
+The graph is built in two parts so that every variant (`tritonkit.variants`) shares one head:
 
-    thresholds = spec.pipelines["churn"].risk_thresholds
-    model = export_churn_onnx(pipeline, schema, thresholds=thresholds, version="1")
+- the *core* (`export_churn_core`): encoded feature matrix (`tritonkit.features`) ->
+  ``churn_probability`` FP32 [rows, 1], the LogisticRegression as MatMul + Add + Sigmoid.
+  Standard ONNX operators only, so the CUDA and TensorRT providers run all of it (skl2onnx's
+  ``ai.onnx.ml.LinearClassifier`` runs on the CPU provider alone). This is what gets optimized,
+  quantized or converted to FP16.
+- the *head* (`append_head`): risk level from the spec's thresholds and the model version, as
+  STRING outputs, appended to the core or to any variant of it (its I/O stays FP32).
+
+The served graph returns the three outputs `OUTPUT_NAMES` (README, "The `churn` contract"), in
+onnxruntime in both targets: natively in production, and in the same python hop as the classifier
+on the embedded target (a python hop costs latency and throughput: README, Performance)::
+
+    core = export_churn_core(pipeline, schema)
+    model = append_head(core, thresholds, version="1")    # == export_churn_onnx(...)
     report = check_parity(pipeline, schema, model, test_frame, thresholds)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
-from onnx import TensorProto, helper
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from tritonkit.errors import ParityError
 from tritonkit.features import ALL_FEATURES, OUTPUT_DTYPES, FeatureSchema
-from tritonkit.spec import RiskThresholds
 
-#: ONNX opset of exported graphs: NGC Triton 24.x's onnxruntime runs up to 21.
+#: ONNX opset of exported graphs: NGC Triton 24.x's onnxruntime runs up to 21, TensorRT 10 up
+#: to 20 (onnx-tensorrt docs/operators.md).
 OPSET = 17
+#: IR version 8 is the one that goes with opset 17; onnx's newer default would be refused by the
+#: older onnxruntime builds in NGC images.
+IR_VERSION = 8
 INPUT_NAME = "features"
 OUTPUT_NAMES = tuple(OUTPUT_DTYPES)
+#: The core's only output, and the head's input.
+PROBABILITY = OUTPUT_NAMES[0]
 
 
-def _classifier_graph(pipeline: Pipeline, width: int) -> onnx.ModelProto:
+class Thresholds(Protocol):
+    """Risk thresholds: p >= high is "high", p >= medium is "medium", else "low"
+    (`tritonkit.spec.RiskThresholds` is one)."""
+
+    @property
+    def medium(self) -> float: ...
+
+    @property
+    def high(self) -> float: ...
+
+
+def _medium_high(thresholds: Thresholds | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(thresholds, tuple):
+        medium, high = thresholds
+    else:
+        medium, high = thresholds.medium, thresholds.high
+    return float(medium), float(high)
+
+
+def risk_levels(p: np.ndarray, thresholds: Thresholds | tuple[float, float]) -> np.ndarray:
+    """"low" / "medium" / "high" for each probability, as the head computes them."""
+    medium, high = _medium_high(thresholds)
+    return np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
+
+
+def export_churn_core(pipeline: Pipeline, schema: FeatureSchema) -> onnx.ModelProto:
+    """The classifier of `pipeline` as standard ONNX ops: features -> churn_probability.
+
+    MatMul + Add rather than Gemm: onnxruntime's dynamic quantization handles MatMul only, and
+    the CUDA/TensorRT providers run either.
+    """
     classifier = pipeline.named_steps["classify"]
-    return convert_sklearn(
-        classifier,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, width]))],
-        options={id(classifier): {"zipmap": False}},
-        target_opset={"": OPSET, "ai.onnx.ml": 3},
+    if not isinstance(classifier, LogisticRegression) or classifier.coef_.shape[0] != 1:
+        raise TypeError(
+            f"export_churn_core needs a binary LogisticRegression step 'classify', "
+            f"got {type(classifier).__name__}"
+        )
+    width = schema.width
+    if classifier.coef_.shape[1] != width:
+        raise ValueError(
+            f"the classifier has {classifier.coef_.shape[1]} coefficients but the schema encodes "
+            f"{width} columns: re-export the schema from the same pipeline"
+        )
+    weights = classifier.coef_.astype(np.float32).T.copy()  # [width, 1]
+    bias = classifier.intercept_.astype(np.float32).reshape(1)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", [INPUT_NAME, "classifier_weights"], ["classifier_xw"],
+                             name="classifier_matmul"),
+            helper.make_node("Add", ["classifier_xw", "classifier_bias"], ["classifier_logit"],
+                             name="classifier_add"),
+            helper.make_node("Sigmoid", ["classifier_logit"], [PROBABILITY],
+                             name="classifier_sigmoid"),
+        ],
+        "churn_core",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, [None, 1])],
+        initializer=[
+            numpy_helper.from_array(weights, "classifier_weights"),
+            numpy_helper.from_array(bias, "classifier_bias"),
+        ],
     )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        producer_name="tritonkit",
+    )
+    model.doc_string = "churn classifier core (LogisticRegression as MatMul + Add + Sigmoid)"
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
-def _append_postprocessing(
-    model: onnx.ModelProto, thresholds: RiskThresholds, version: str
-) -> onnx.ModelProto:
-    """Replace the classifier's outputs by churn_probability, risk_level, model_version."""
-    graph = model.graph
-    probabilities = next(o.name for o in graph.output if "prob" in o.name)
+def _head_nodes(thresholds: tuple[float, float], version: str) -> list[onnx.NodeProto]:
+    medium, high = thresholds
 
     def const(name: str, value: Any, dtype: int) -> onnx.NodeProto:
         array = np.array(value, dtype=object if dtype == TensorProto.STRING else np.float32)
@@ -59,46 +128,77 @@ def _append_postprocessing(
             tensor = helper.make_tensor(name, dtype, array.shape, array.flatten().tolist())
         return helper.make_node("Constant", [], [name], value=tensor, name=f"{name}_const")
 
-    nodes = [
-        helper.make_node("Constant", [], ["post_positive_column"],
-                         value=helper.make_tensor("c", TensorProto.INT64, [1], [1])),
-        helper.make_node("Gather", [probabilities, "post_positive_column"],
-                         ["churn_probability"], axis=1, name="post_positive_probability"),
-        const("post_high", [thresholds.high], TensorProto.FLOAT),
-        const("post_medium", [thresholds.medium], TensorProto.FLOAT),
+    return [
+        const("post_high", [high], TensorProto.FLOAT),
+        const("post_medium", [medium], TensorProto.FLOAT),
         const("post_label_high", ["high"], TensorProto.STRING),
         const("post_label_medium", ["medium"], TensorProto.STRING),
         const("post_label_low", ["low"], TensorProto.STRING),
         const("post_version", [[version]], TensorProto.STRING),
-        helper.make_node("GreaterOrEqual", ["churn_probability", "post_high"], ["post_is_high"]),
-        helper.make_node("GreaterOrEqual", ["churn_probability", "post_medium"],
-                         ["post_is_medium"]),
+        helper.make_node("GreaterOrEqual", [PROBABILITY, "post_high"], ["post_is_high"],
+                         name="post_is_high"),
+        helper.make_node("GreaterOrEqual", [PROBABILITY, "post_medium"], ["post_is_medium"],
+                         name="post_is_medium"),
         helper.make_node("Where", ["post_is_medium", "post_label_medium", "post_label_low"],
-                         ["post_medium_or_low"]),
+                         ["post_medium_or_low"], name="post_medium_or_low"),
         helper.make_node("Where", ["post_is_high", "post_label_high", "post_medium_or_low"],
-                         ["risk_level"]),
-        helper.make_node("Shape", ["churn_probability"], ["post_shape"]),
-        helper.make_node("Expand", ["post_version", "post_shape"], ["model_version"]),
+                         ["risk_level"], name="post_risk_level"),
+        helper.make_node("Shape", [PROBABILITY], ["post_shape"], name="post_shape"),
+        helper.make_node("Expand", ["post_version", "post_shape"], ["model_version"],
+                         name="post_model_version"),
     ]
-    graph.node.extend(nodes)
+
+
+def append_head(
+    core: onnx.ModelProto, thresholds: Thresholds | tuple[float, float], version: str
+) -> onnx.ModelProto:
+    """The served graph: `core` (or any variant of it) plus risk_level and model_version.
+
+    `core` is not modified. It must output ``churn_probability`` FP32 [rows, 1], which
+    every variant does (quantized and FP16 variants keep FP32 I/O). Contrib-op domains of
+    optimized or quantized cores are kept as they are.
+
+    Raises:
+        ValueError: when `core` lacks the FP32 ``churn_probability`` output, or already has a head.
+    """
+    outputs = {o.name: o for o in core.graph.output}
+    probability = outputs.get(PROBABILITY)
+    if probability is None or probability.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ValueError(
+            f"append_head needs a core whose output {PROBABILITY!r} is FP32; got outputs "
+            f"{sorted(outputs)}: export it with export_churn_core (FP16 cores: keep_io_types)"
+        )
+    produced = {o for n in core.graph.node for o in n.output}
+    if produced & {"risk_level", "model_version"}:
+        raise ValueError("this model already has a head: pass the core, not the served graph")
+    model = onnx.ModelProto()
+    model.CopyFrom(core)
+    graph = model.graph
+    graph.node.extend(_head_nodes(_medium_high(thresholds), version))
     del graph.output[:]
     graph.output.extend(
         [
-            helper.make_tensor_value_info("churn_probability", TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, [None, 1]),
             helper.make_tensor_value_info("risk_level", TensorProto.STRING, [None, 1]),
             helper.make_tensor_value_info("model_version", TensorProto.STRING, [None, 1]),
         ]
     )
-    onnx.checker.check_model(model, full_check=True)
+    graph.name = f"{core.graph.name}_with_head"
+    standard = all(op.domain in ("", "ai.onnx") for op in model.opset_import)
+    # The checker knows the standard domains only; cores with contrib ops (an ORT-optimized
+    # graph) are checked by onnxruntime when a session loads them.
+    onnx.checker.check_model(model, full_check=standard)
     return model
 
 
 def export_churn_onnx(
-    pipeline: Pipeline, schema: FeatureSchema, thresholds: RiskThresholds, version: str
+    pipeline: Pipeline,
+    schema: FeatureSchema,
+    thresholds: Thresholds | tuple[float, float],
+    version: str,
 ) -> onnx.ModelProto:
     """The classifier of `pipeline` as ONNX, with the postprocessing head appended."""
-    model = _classifier_graph(pipeline, schema.width)
-    model = _append_postprocessing(model, thresholds, version)
+    model = append_head(export_churn_core(pipeline, schema), thresholds, version)
     model.doc_string = f"churn classifier v{version} with postprocessing head"
     return model
 
@@ -123,7 +223,7 @@ def check_parity(
     schema: FeatureSchema,
     model: onnx.ModelProto | bytes | str,
     frame: pd.DataFrame,
-    thresholds: RiskThresholds,
+    thresholds: Thresholds | tuple[float, float],
     tolerance: float = 1e-5,
 ) -> dict[str, float]:
     """Compare sklearn's probability with encode + ONNX on every row of `frame`.
@@ -135,7 +235,7 @@ def check_parity(
     expected = pipeline.predict_proba(frame[list(ALL_FEATURES)])[:, 1]
     columns = {name: frame[name].to_numpy() for name in ALL_FEATURES}
     outputs = predict(session(model), schema.encode(columns))
-    got = outputs["churn_probability"].reshape(-1)
+    got = outputs[PROBABILITY].reshape(-1)
     delta = np.abs(got.astype(np.float64) - expected)
     worst = float(delta.max())
     if worst > tolerance:
@@ -145,10 +245,10 @@ def check_parity(
             f"(sklearn {expected[row]:.6f}, onnx {got[row]:.6f})"
         )
     near = np.zeros_like(expected, dtype=bool)
-    for t in (thresholds.medium, thresholds.high):
+    for t in _medium_high(thresholds):
         near |= np.abs(expected - t) <= tolerance
     levels = outputs["risk_level"].reshape(-1).astype(str)
-    wrong = (levels != thresholds.levels(expected)) & ~near
+    wrong = (levels != risk_levels(expected, thresholds)) & ~near
     if wrong.any():
         raise ParityError(f"risk_level disagrees with the thresholds on {int(wrong.sum())} rows")
     return {"rows": float(len(frame)), "max_abs_diff": worst}
