@@ -1,10 +1,10 @@
 """Serving-side tokenization: texts in, padded `input_ids` and `attention_mask` (INT64) out.
 
-It needs numpy and `tokenizers` (Rust) alone, no torch and no transformers, and imports nothing
-from tritonkit: the repository builder copies this file into the python steps as
-`text_tokenizer.py`. Texts are checked first, each failure a `TextError` (a ValueError) whose
-message names the row and the problem; a batch is padded to its longest text and truncated at
-`max_length` tokens::
+It needs numpy and `tokenizers` (Rust; the text checks need numpy alone), never torch or
+transformers, and imports nothing from tritonkit: the repository builder copies this file into
+the python steps as `text_tokenizer.py`. Texts are checked first, each failure a `TextError`
+(a ValueError) whose message names the row and the problem; a batch is padded to its longest
+text and truncated at `max_length` tokens::
 
     tokenizer = TextTokenizer.from_file(Path("artifacts/minilm/1/tokenizer.json"))
     texts = check_texts(np.array([b"Hello world."], dtype=object))   # -> ["Hello world."]
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ class TextTokenizer:
     """A `tokenizers.Tokenizer` loaded from `tokenizer.json`, set to pad to the longest text of
     each batch (the file itself may pad to a fixed length) and to truncate at `max_length`."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         self._max_length: int | None = None
         padding = tokenizer.padding or {}
@@ -105,6 +104,8 @@ class TextTokenizer:
     @classmethod
     def from_file(cls, path: Path | str) -> TextTokenizer:
         """Load `tokenizer.json`; raises FileNotFoundError naming the path."""
+        from tokenizers import Tokenizer  # here: the text checks above need numpy alone
+
         if not Path(path).is_file():
             raise FileNotFoundError(f"tokenizer file {path} not found")
         return cls(Tokenizer.from_file(str(path)))

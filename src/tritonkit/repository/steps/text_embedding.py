@@ -1,0 +1,112 @@
+"""Triton python-backend step of a text-embedding model: tokenize a dynamic batch of texts, and
+where the builder puts `model.onnx` beside it (a target that fuses python steps) embed them.
+
+The builder copies this file as `<model>/<version>/model.py` with `text_tokenizer.py`
+(tritonkit/text/tokenizer.py), `tokenizer.json` and `step_errors.py` beside it; the step needs
+numpy, tokenizers and onnxruntime, never torch. Its config parameter `max_sequence_length` sets
+the truncation. One `execute` call gets a dynamic batch of requests, each with `text` [rows, 1]
+(BYTES):
+
+- every request's texts are checked first; a request with a bad text (not UTF-8, empty) gets an
+  INVALID_ARG error (HTTP 400) naming the row and the problem, the others go on;
+- the good texts are tokenized together, padded to the longest of the batch;
+- fused: one onnxruntime call embeds them and each request gets its rows of `embedding`;
+  otherwise each request gets its rows of `input_ids` and `attention_mask` (all of one batch
+  share one length, so the model step can batch them again);
+- if that call raises, each request runs alone and only those that still fail get an error
+  (HTTP 500, with onnxruntime's message), as in onnx_model.py.
+"""
+
+import json
+import os
+
+# One thread per instance: the instance count is the parallelism (as intra_op_num_threads=1);
+# tokenizers' own thread pool would compete with the other instances for the same cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from step_errors import describe, error, log_error
+from text_tokenizer import TextError, TextTokenizer, check_texts
+
+INPUT = "text"
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.model_name = args["model_name"]
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.max_length = int(params["max_sequence_length"])
+        self.outputs = [o["name"] for o in config["output"]]
+        here = os.path.join(args["model_repository"], args["model_version"])
+        self.tokenizer = TextTokenizer.from_file(os.path.join(here, "tokenizer.json"))
+        self.session = None
+        model_path = os.path.join(here, "model.onnx")
+        if os.path.exists(model_path):
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = int(params.get("intra_op_num_threads", "1"))
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self.session = ort.InferenceSession(model_path, options,
+                                                providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        """Answer every request of a dynamic batch; one request's failure is its own alone."""
+        responses = [None] * len(requests)
+        good = []  # (request index, its texts)
+        for i, request in enumerate(requests):
+            try:
+                tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+                if tensor is None:
+                    raise TextError(f"the request has no input {INPUT!r}")
+                texts = check_texts(tensor.as_numpy())
+            except TextError as exc:
+                responses[i] = pb_utils.InferenceResponse(error=error(f"{INPUT}: {exc}"))
+            except Exception as exc:  # a tensor the stub cannot hand over as numpy
+                responses[i] = pb_utils.InferenceResponse(
+                    error=error(f"could not read the input {INPUT!r}: {describe(exc)}"))
+            else:
+                good.append((i, texts))
+        if not good:
+            return responses
+        try:
+            self._answer(good, responses)
+        except Exception as exc:
+            if len(good) == 1:
+                self._fail(good[0][0], exc, responses)
+            else:
+                # One request's texts can make the batch fail (onnxruntime raised): run each
+                # alone, so that only the requests that fail on their own get an error.
+                for item in good:
+                    try:
+                        self._answer([item], responses)
+                    except Exception as alone:
+                        self._fail(item[0], alone, responses)
+        return responses
+
+    def _answer(self, good, responses):
+        """Tokenize (and embed) the texts of the requests `good` at once; fill their responses."""
+        texts = [text for _, request_texts in good for text in request_texts]
+        ids, mask = self.tokenizer.encode(texts, self.max_length)
+        if self.session is not None:
+            results = {self.outputs[0]: self.session.run(
+                self.outputs, {"input_ids": ids, "attention_mask": mask})[0]}
+        else:
+            results = {"input_ids": ids, "attention_mask": mask}
+        start = 0
+        for i, request_texts in good:
+            stop = start + len(request_texts)
+            responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(name, np.ascontiguousarray(values[start:stop]))
+                for name, values in results.items()
+            ])
+            start = stop
+
+    def _fail(self, index, exc, responses):
+        what = "onnxruntime" if self.session is not None else "the tokenizer"
+        message = f"{self.model_name}: {what} failed on this request: {describe(exc)}"
+        log_error(message)
+        responses[index] = pb_utils.InferenceResponse(error=error(message, "INTERNAL"))
