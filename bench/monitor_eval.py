@@ -29,8 +29,8 @@ from tritonkit.drift.binning import DriftLayout
 from tritonkit.monitor.service import MonitorService, MonitorSettings
 from tritonkit.monitor.windows import Sample
 
-MODEL, VERSION, STEP = "bench", "1", "bench_pipeline"
-INSTANCES = ("bench_pipeline_0_0", "bench_pipeline_0_1")
+MODEL, VERSION, STEP = "bench", "1", "bench_fused"
+INSTANCES = ("bench_fused_0_0", "bench_fused_0_1")
 
 
 def synthetic_profile(numeric: int = 10, categorical: int = 10, categories: int = 8

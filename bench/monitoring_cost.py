@@ -41,7 +41,7 @@ CONFIGURATIONS = {
 
 def with_drift_metrics(spec: Spec, enabled: bool) -> Spec:
     data = spec.model_dump()
-    for pipeline in data["pipelines"].values():
+    for pipeline in data["models"].values():
         pipeline["drift_metrics"]["enabled"] = enabled
     return Spec.model_validate(data)
 
@@ -57,8 +57,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("error: wrk not found: apt-get install wrk (or `make system-deps`)", file=sys.stderr)
         return 1
-    spec = load_spec()
-    artifacts = ChurnArtifacts.for_version(spec.pipelines["churn"].version).require()
+    spec = load_spec().only("churn")
+    artifacts = ChurnArtifacts.for_version(spec.models["churn"].version).require()
     work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
     lua = write_lua([kserve_body(c) for c in read_customers(artifacts.test_rows)[:64]], work)
     repositories = {}

@@ -114,8 +114,8 @@ def main() -> int:
         print("error: wrk not found: apt-get install wrk (or `make setup`)", file=sys.stderr)
         return 1
 
-    spec = load_spec()
-    artifacts = ChurnArtifacts.for_version(spec.pipelines["churn"].version).require()
+    spec = load_spec().only("churn")
+    artifacts = ChurnArtifacts.for_version(spec.models["churn"].version).require()
     customers = read_customers(artifacts.test_rows)[: args.customers]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     lua = write_lua([kserve_body(c) for c in customers], work)

@@ -169,7 +169,7 @@ def own_triton(work: Path) -> Iterator[tuple[str, str, int]]:
     from tritonkit.spec import load_spec
 
     repository = work / "model_repository"
-    render_repository(load_spec(), "embedded", repository)
+    render_repository(load_spec().only("churn"), "embedded", repository)
     settings = ServerSettings(model_repository=repository, http_port=free_port(),
                               grpc_port=free_port(), metrics_port=free_port(),
                               log_file=work / "tritonserver.log")

@@ -34,7 +34,7 @@ from tritonkit.features import (
     TRITON_DTYPES,
 )
 from tritonkit.paths import ARTIFACTS
-from tritonkit.spec import Pipeline, Spec, load_spec
+from tritonkit.spec import Spec, TabularClassifier, load_spec
 
 #: Kinds of request, and what each adds to the request name in Locust's statistics.
 VALID, DRIFTED, UNSEEN, INVALID = "valid", "drifted", "unseen category", "invalid"
@@ -175,10 +175,11 @@ class Mix:
 
 
 #: Payloads of every kind for one ensemble: (its pipeline, a customers file or None) -> kinds.
-Source = Callable[[Pipeline, Path | None], dict[str, list[Payload]]]
+Source = Callable[[TabularClassifier, Path | None], dict[str, list[Payload]]]
 
 
-def churn_payloads(pipeline: Pipeline, customers: Path | None) -> dict[str, list[Payload]]:
+def churn_payloads(model: TabularClassifier, customers: Path | None
+                   ) -> dict[str, list[Payload]]:
     """The `churn` ensemble's requests, one customer each, from its held-out test rows.
 
     Drifted: tenure up by DRIFT_TENURE_SHIFT_MONTHS (answered); unseen category: drifted and
@@ -186,7 +187,7 @@ def churn_payloads(pipeline: Pipeline, customers: Path | None) -> dict[str, list
     """
     # ChurnArtifacts.for_version(v).test_rows, spelled out: tritonkit.artifacts imports
     # onnxruntime, whose threads make Locust's worker processes (--processes) abort at exit.
-    path = customers or ARTIFACTS / "churn" / str(pipeline.version) / "test.csv"
+    path = customers or ARTIFACTS / "churn" / str(model.version) / "test.csv"
     if customers is not None and not path.exists():
         raise LoadTestError(f"--customers {path}: no such file")
     if not path.exists():
@@ -242,17 +243,17 @@ class Workload:
                 or held-out rows that cannot be read.
         """
         spec = spec or load_spec()
-        served = list(spec.pipelines)
+        served = list(spec.models)
         names = list(ensembles) if ensembles else served
         for name in names:
-            if name not in spec.pipelines:
+            if name not in spec.models:
                 raise LoadTestError(f"ensemble {name!r} is not in configs/models.yaml, which "
                                     f"serves: {', '.join(served)}")
             if name not in SOURCES:
                 raise LoadTestError(f"ensemble {name!r} has no source of requests: add one to "
                                     "SOURCES in loadtests/workload.py")
         try:
-            payloads = {name: SOURCES[name](spec.pipelines[name], customers) for name in names}
+            payloads = {name: SOURCES[name](spec.models[name], customers) for name in names}
         except LoadTestError:
             raise
         except TritonKitError as exc:  # a customers file that cannot be read, say

@@ -16,34 +16,36 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts, build_churn_artifacts
+from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.client.churn import read_customers
 from tritonkit.export.onnx_export import predict, session
+from tritonkit.families import family_of
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import TritonServer, free_port
 from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess, find_binary
-from tritonkit.spec import Pipeline, Spec, load_spec
+from tritonkit.spec import Spec, TabularClassifier, load_spec
 
 from .support import serve
 
 
 @pytest.fixture(scope="session")
 def spec() -> Spec:
-    return load_spec()
+    """The spec with the churn model alone: what most tests serve (the MiniLM model has its
+    own tests and fixtures)."""
+    return load_spec().only("churn")
 
 
 @pytest.fixture(scope="session")
-def churn_spec(spec: Spec) -> Pipeline:
-    return spec.pipelines["churn"]
+def churn_spec(spec: Spec) -> TabularClassifier:
+    return spec.models["churn"]
 
 
 @pytest.fixture(scope="session")
-def artifacts(churn_spec: Pipeline) -> ChurnArtifacts:
+def artifacts(churn_spec: TabularClassifier) -> ChurnArtifacts:
     paths = ChurnArtifacts.for_version(churn_spec.version)
-    if not paths.complete():
-        logging.getLogger(__name__).info("building artefacts for the tests")
-        build_churn_artifacts(churn_spec, paths)
+    logging.getLogger(__name__).info("building what `make build-engines` has not built")
+    family_of(churn_spec).build("churn", churn_spec)  # a no-op when it is up to date
     return paths.require()
 
 

@@ -114,7 +114,7 @@ def counter(triton: TritonServer, metric: str, **labels: str) -> float:
 def with_queue_delay(spec: Spec, delay_us: int) -> Spec:
     """A copy of `spec` whose steps wait up to `delay_us` to gather a dynamic batch."""
     data = spec.model_dump()
-    for pipeline in data["pipelines"].values():
+    for pipeline in data["models"].values():
         for step in pipeline["steps"].values():
             step["dynamic_batching"]["max_queue_delay_us"] = delay_us
     return Spec.model_validate(data)

@@ -1,11 +1,13 @@
 """The churn model's build artefacts, versioned beside each other under `artifacts/churn/<v>/`.
 
 `build_churn_artifacts` runs data -> train -> export -> parity check -> reference profile and
-writes everything the repository builder, the tests and the clients read::
+writes everything the repository builder, the tests and the clients read; `train_stage` runs it
+only when its inputs (spec fields, source files, tool versions) changed, and
+`build_churn_variants` makes and gates the variants of the exported graph::
 
     paths = ChurnArtifacts.for_version(1)
-    if not paths.complete():
-        build_churn_artifacts(spec.pipelines["churn"], paths)
+    train_stage(spec.models["churn"], paths)          # a no-op when nothing changed
+    build_churn_variants(spec.models["churn"], paths)
 """
 
 from __future__ import annotations
@@ -13,17 +15,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import onnx
+import pandas as pd
 
 from tritonkit import spec as spec_module
+from tritonkit.builder.manifest import Manifest, fingerprint
 from tritonkit.data.telco import ID_COLUMN, TARGET_COLUMN, load_telco, split_by_customer
 from tritonkit.drift.profile import reference_profile
 from tritonkit.errors import ArtifactMissingError
-from tritonkit.export.onnx_export import check_parity, export_churn_onnx
+from tritonkit.export.onnx_export import (
+    INPUT_NAME,
+    append_head,
+    check_parity,
+    export_churn_core,
+    predict,
+    session,
+)
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.paths import ARTIFACTS, CACHE
 from tritonkit.train.churn import train_churn
@@ -39,8 +52,38 @@ class ChurnArtifacts:
     root: Path
 
     @classmethod
-    def for_version(cls, version: int, base: Path = ARTIFACTS) -> ChurnArtifacts:
-        return cls(base / "churn" / str(version))
+    def for_version(cls, version: int, base: Path = ARTIFACTS, name: str = "churn"
+                    ) -> ChurnArtifacts:
+        return cls(base / name / str(version))
+
+    @property
+    def manifest(self) -> Path:
+        """What each build stage was made from (`tritonkit.builder.manifest`)."""
+        return self.root / "manifest.json"
+
+    @property
+    def gates(self) -> Path:
+        """Each variant's accuracy gate against the FP32 graph (JSON)."""
+        return self.root / "gates.json"
+
+    def variant(self, variant: str) -> Path:
+        """A variant's numeric core (features -> churn_probability), without the head."""
+        return self.root / "variants" / f"{variant}.onnx"
+
+    def require_variant(self, variant: str) -> Path:
+        path = self.variant(variant)
+        if not path.exists():
+            raise ArtifactMissingError(
+                f"variant {variant!r} of {self.root} is missing: it failed its accuracy gate or "
+                f"was not built (see {self.gates.name}); run `make build-engines` or serve "
+                "another variant (configs/models.yaml, variants.serve)")
+        return path
+
+    def engines(self, variant: str) -> dict[str, str]:
+        """TensorRT plans of a variant: compute capability -> plan file under engines/."""
+        from tritonkit.builder.variant_stage import engines_of
+
+        return engines_of(self.root, variant)
 
     @property
     def onnx(self) -> Path:
@@ -75,7 +118,7 @@ class ChurnArtifacts:
 
     def all(self) -> tuple[Path, ...]:
         return (self.onnx, self.sklearn, self.schema, self.profile, self.metrics, self.test_rows,
-                self.fallback)
+                self.fallback, self.variant("fp32"))
 
     def complete(self) -> bool:
         return all(p.exists() for p in self.all())
@@ -100,7 +143,8 @@ def fallback_version(version: int) -> str:
     return f"{version}-fallback"
 
 
-def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtifacts) -> None:
+def build_churn_artifacts(pipeline_spec: spec_module.TabularClassifier, paths: ChurnArtifacts
+                          ) -> None:
     """Train, export, check and profile the churn model; write its artefacts."""
     training = pipeline_spec.training
     thresholds = pipeline_spec.risk_thresholds
@@ -113,9 +157,9 @@ def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtif
     result = train_churn(
         splits, training.regularization_grid, (thresholds.medium, thresholds.high)
     )
-    model = export_churn_onnx(
-        result.pipeline, result.schema, thresholds, version=str(pipeline_spec.version)
-    )
+    core = export_churn_core(result.pipeline, result.schema)
+    model = append_head(core, thresholds, version=str(pipeline_spec.version))
+    model.doc_string = f"churn classifier v{pipeline_spec.version} with postprocessing head"
     parity = check_parity(result.pipeline, result.schema, model, splits.test, thresholds)
     logger.info("ONNX parity on %d test rows: max |Δp| %.2e",
                 parity["rows"], parity["max_abs_diff"])
@@ -123,7 +167,9 @@ def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtif
     profile = reference_profile(splits.train, result.schema, train_p, high=thresholds.high)
 
     paths.root.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, paths.onnx)
+    paths.onnx.write_bytes(model.SerializeToString(deterministic=True))
+    paths.variant("fp32").parent.mkdir(parents=True, exist_ok=True)
+    paths.variant("fp32").write_bytes(core.SerializeToString(deterministic=True))
     joblib.dump(result.pipeline, paths.sklearn)
     result.schema.save(paths.schema)
     paths.profile.write_text(json.dumps(profile, indent=2) + "\n")
@@ -144,3 +190,69 @@ def build_churn_artifacts(pipeline_spec: spec_module.Pipeline, paths: ChurnArtif
     paths.fallback.write_text(json.dumps(fallback, indent=2) + "\n")
     splits.test[[ID_COLUMN, *ALL_FEATURES, TARGET_COLUMN]].to_csv(paths.test_rows, index=False)
     logger.info("wrote %s", paths.root)
+
+
+#: Source files whose change retrains and re-exports the model.
+TRAIN_SOURCES = tuple(
+    Path(__file__).parent / rel for rel in (
+        "artifacts.py", "features.py", "data/telco.py", "train/churn.py", "train/fallback.py",
+        "export/onnx_export.py", "drift/profile.py"))
+
+
+def train_stage(model: spec_module.TabularClassifier, paths: ChurnArtifacts, *,
+                force: bool = False) -> bool:
+    """Run `build_churn_artifacts` unless the manifest shows the same inputs built the files
+    there now; returns whether it ran. The thresholds and version are part of the key: they
+    are baked into the exported graph."""
+    manifest = Manifest.load(paths.manifest)
+    key = fingerprint(values={"training": model.training.model_dump(),
+                              "risk_thresholds": model.risk_thresholds.model_dump(),
+                              "version": model.version},
+                      files=TRAIN_SOURCES)
+    if not force and paths.complete() and manifest.fresh("train", key):
+        logger.info("%s: trained model up to date", paths.root)
+        return False
+    started = time.perf_counter()
+    logger.info("%s: training and exporting (about 40 s)", paths.root)
+    build_churn_artifacts(model, paths)
+    manifest = Manifest.load(paths.manifest)
+    manifest.record("train", key, outputs=paths.all(), seconds=time.perf_counter() - started,
+                    extra={"test": paths.load_metrics()["test"]})
+    manifest.save()
+    return True
+
+
+def build_churn_variants(model: spec_module.TabularClassifier, paths: ChurnArtifacts, *,
+                         force: bool = False) -> dict[str, Any]:
+    """Make the spec's variants of the exported core and gate each against the scikit-learn
+    model on the held-out customers (calibration: the training split's customers)."""
+    from tritonkit.builder.variant_stage import build_variants
+    from tritonkit.variants.gates import ClassifierLimits, classifier_gate
+
+    schema = paths.load_schema()
+    test = pd.read_csv(paths.test_rows)
+    test_matrix = schema.encode({n: test[n].to_numpy() for n in ALL_FEATURES})
+    labels = test[TARGET_COLUMN].to_numpy()
+    reference = joblib.load(paths.sklearn).predict_proba(test[list(ALL_FEATURES)])[:, 1]
+    thresholds = (model.risk_thresholds.medium, model.risk_thresholds.high)
+
+    def calibration() -> list[dict[str, np.ndarray]]:
+        frame = load_telco(CACHE / "data")
+        train = split_by_customer(
+            frame, validation_fraction=model.training.validation_fraction,
+            test_fraction=model.training.test_fraction).train
+        matrix = schema.encode({n: train[n].to_numpy() for n in ALL_FEATURES})
+        return [{INPUT_NAME: matrix[i:i + 256]} for i in range(0, len(matrix), 256)]
+
+    def gate(variant: str, path: Path) -> Any:
+        got = session(append_head(onnx.load(path), model.risk_thresholds, "gate"))
+        p = predict(got, test_matrix)["churn_probability"].reshape(-1).astype(np.float64)
+        limits = ClassifierLimits(
+            max_abs_delta_p=model.gate.max_abs_delta_p.get(variant, float("inf")),
+            max_roc_auc_drop=model.gate.max_roc_auc_drop,
+            min_risk_agreement=model.gate.min_risk_agreement)
+        return classifier_gate(variant, reference, p, labels, thresholds, limits)
+
+    return build_variants("churn", model, root=paths.root, fp32=paths.variant("fp32"),
+                          calibration=calibration, gate=gate,
+                          manifest=Manifest.load(paths.manifest), force=force)

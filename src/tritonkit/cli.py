@@ -1,12 +1,12 @@
 """`tritonkit`: the package's command, one subcommand per long-running part.
 
+    tritonkit build                       # models, variants, repositories, cards
     tritonkit serve --http-port 8000      # Triton and what runs beside it (what `make up` runs)
     tritonkit monitor --triton-url ...    # the monitoring sidecar alone (e.g. a remote Triton)
     tritonkit gateway serve ...           # the /predict gateway alone
 
 Each subcommand is its module's own command line (`python -m tritonkit.serve.cli` …), with
-every option documented in its `--help`. Building the models and predicting from a file are
-`make build-engines` and `scripts/predict.py`.
+every option documented in its `--help`. Predicting from a file is `scripts/predict.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 
 #: subcommand -> (module with a `main(argv) -> int`, what it does)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("tritonkit.builder.cli",
+              "build, gate and render every model of the spec (make build-engines)"),
     "serve": ("tritonkit.serve.cli", "serve the embedded stack in the foreground (make up)"),
     "monitor": ("tritonkit.monitor.cli", "run the monitoring sidecar against a Triton"),
     "gateway": ("tritonkit.gateway.cli", "the /predict gateway, its keys and certificates"),

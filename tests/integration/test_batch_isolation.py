@@ -38,7 +38,7 @@ from ..support import (
 QUEUE_DELAY_US = 1_000_000
 POISON = ("paymentmethod", "Mailed check")
 #: layout -> (the step that validates, the step that runs onnxruntime)
-LAYOUTS = {"fused": ("churn_pipeline", "churn_pipeline"),
+LAYOUTS = {"fused": ("churn_fused", "churn_fused"),
            "split": ("churn_preprocess", "churn_model")}
 
 

@@ -21,7 +21,7 @@ from tritonkit.client.churn import columns_from_rows
 from tritonkit.drift.binning import DriftCounter, DriftLayout
 from tritonkit.features import FeatureSchema
 from tritonkit.serve.server import TritonServer
-from tritonkit.spec import Pipeline
+from tritonkit.spec import TabularClassifier
 
 from ..support import body_for, post, repeated_rows, samples, serve, with_input
 
@@ -60,7 +60,8 @@ def _wait_for_rows(server: TritonServer, layout: DriftLayout, before: np.ndarray
 
 def test_steps_publish_the_drift_counts_of_the_traffic_when_customers_are_sent(
     layout_server: TritonServer, artifacts: ChurnArtifacts, schema: FeatureSchema,
-    customers: list[dict[str, Any]], in_process: dict[str, np.ndarray], churn_spec: Pipeline,
+    customers: list[dict[str, Any]], in_process: dict[str, np.ndarray],
+    churn_spec: TabularClassifier,
 ) -> None:
     profile = json.loads(artifacts.profile.read_text())
     layout = DriftLayout.from_profile(profile, "churn", str(churn_spec.version))

@@ -442,7 +442,7 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
         while service.health.latest is None or not service.health.latest.ok:
             assert time.monotonic() < deadline, service.health.latest
             time.sleep(0.2)
-        stubs = stub_pids(server, "churn_pipeline")
+        stubs = stub_pids(server, "churn_fused")
         assert len(stubs) == 2, stubs
 
         killed_at = time.time()
@@ -462,11 +462,11 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
         assert "is not healthy" in detected.detail
         assert detected.at - killed_at <= 15
         assert recovered.at - killed_at <= 30
-        assert [e.detail for e in events if e.kind == "reloaded"] == ["churn_pipeline"]
+        assert [e.detail for e in events if e.kind == "reloaded"] == ["churn_fused"]
         statuses = [post(server, body_for(c))[0] for c in customers[:20]]
         assert statuses == [200] * 20
         _, metrics = _get(f"{service.url}/metrics")
-        assert 'tritonkit_monitor_heals_total{model="churn_pipeline"} 1.0' in metrics.decode()
+        assert 'tritonkit_monitor_heals_total{model="churn_fused"} 1.0' in metrics.decode()
 
         fired = service.evaluate_once()
         service.check_health()
@@ -537,7 +537,7 @@ def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_trito
             assert time.monotonic() < deadline, "Prometheus found no targets"
             time.sleep(0.5)
         assert jobs() == {"triton", "tritonkit-monitor", "prometheus", "alertmanager", "gateway"}
-        load = f"http://127.0.0.1:{ports['http']}/v2/repository/models/churn_pipeline/load"
+        load = f"http://127.0.0.1:{ports['http']}/v2/repository/models/churn_fused/load"
         refused = urllib.request.Request(load, data=b"{}", method="POST")
         assert _status(refused) == 403
         keyed = urllib.request.Request(load, data=b"{}", method="POST",

@@ -10,7 +10,7 @@ import pytest
 
 from tritonkit.client.churn import ChurnClient
 from tritonkit.serve.server import TritonServer
-from tritonkit.spec import Pipeline
+from tritonkit.spec import TabularClassifier
 
 from ..support import serve
 
@@ -23,7 +23,7 @@ def _client(triton: TritonServer, protocol: str) -> ChurnClient:
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_ensemble_probabilities_equal_in_process_onnx_when_every_test_row_is_sent(
     triton: TritonServer, protocol: str, customers: list[dict[str, Any]],
-    in_process: dict[str, np.ndarray], churn_spec: Pipeline,
+    in_process: dict[str, np.ndarray], churn_spec: TabularClassifier,
 ) -> None:
     client = _client(triton, protocol)
     predictions = client.predict(customers, batch_size=50)
@@ -49,7 +49,7 @@ def test_ensemble_answers_single_customer_requests_when_batch_is_one(
 
 
 def test_risk_levels_follow_spec_thresholds_when_probabilities_span_them(
-    triton: TritonServer, customers: list[dict[str, Any]], churn_spec: Pipeline
+    triton: TritonServer, customers: list[dict[str, Any]], churn_spec: TabularClassifier
 ) -> None:
     client = _client(triton, "http")
     predictions = client.predict(customers, batch_size=100)

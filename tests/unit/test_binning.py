@@ -27,8 +27,8 @@ def test_layout_vector_sums_instances_and_replicas_when_series_repeat(
 ) -> None:
     base = {"model": "churn", "version": "1", "feature": "tenure", "bin": "3"}
     scraped: list[tuple[str, dict[str, Any], float]] = [
-        (FEATURE_BIN, {**base, "model_instance": "churn_pipeline_0_0"}, 5.0),
-        (FEATURE_BIN, {**base, "model_instance": "churn_pipeline_0_1", "instance": "b:8002"}, 7.0),
+        (FEATURE_BIN, {**base, "model_instance": "churn_fused_0_0"}, 5.0),
+        (FEATURE_BIN, {**base, "model_instance": "churn_fused_0_1", "instance": "b:8002"}, 7.0),
         (FEATURE_BIN, {**base, "version": "2"}, 100.0),  # another model version: not ours
         (FEATURE_BIN, {**base, "model": "other"}, 100.0),
         ("nv_inference_count", {"model": "churn", "version": "1"}, 100.0),

@@ -24,7 +24,7 @@ from tritonkit.errors import DataError, ParityError
 from tritonkit.export.onnx_export import check_parity, export_churn_onnx
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.paths import CACHE
-from tritonkit.spec import Pipeline, RiskThresholds
+from tritonkit.spec import RiskThresholds, TabularClassifier
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_validate_names_missing_and_unexpected_inputs_when_columns_differ(
 
 
 def test_onnx_matches_sklearn_within_1e5_on_every_test_row(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: Pipeline
+    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     pipeline = joblib.load(artifacts.sklearn)
     test = pd.read_csv(artifacts.test_rows)
@@ -115,7 +115,7 @@ def test_onnx_matches_sklearn_within_1e5_on_every_test_row(
 
 
 def test_check_parity_raises_when_graph_uses_other_thresholds(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: Pipeline
+    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     pipeline = joblib.load(artifacts.sklearn)
     test = pd.read_csv(artifacts.test_rows)
@@ -125,7 +125,7 @@ def test_check_parity_raises_when_graph_uses_other_thresholds(
 
 
 def test_saved_model_ranks_held_out_customers_like_published_telco_results(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: Pipeline
+    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     """ROC-AUC recomputed on the customer-disjoint test split, from the saved sklearn pipeline
     and from the ONNX graph that is served; metrics.json must report what they give."""

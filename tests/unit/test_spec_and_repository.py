@@ -26,29 +26,29 @@ def _write_spec(tmp_path: Path, mutate: object) -> Path:
 
 def test_load_spec_raises_naming_field_when_thresholds_are_reversed(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
-        d["pipelines"]["churn"]["risk_thresholds"] = {"medium": 0.7, "high": 0.4}
+        d["models"]["churn"]["risk_thresholds"] = {"medium": 0.7, "high": 0.4}
     with pytest.raises(SpecError, match=r"risk_thresholds[\s\S]*must be below high"):
         load_spec(_write_spec(tmp_path, mutate))
 
 
 def test_load_spec_raises_when_a_target_lacks_an_instance_count(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
-        d["pipelines"]["churn"]["steps"]["model"]["instances"] = {"embedded": 1}
+        d["models"]["churn"]["steps"]["model"]["instances"] = {"embedded": 1}
     with pytest.raises(SpecError, match="production"):
         load_spec(_write_spec(tmp_path, mutate))
 
 
 def test_load_spec_raises_when_an_unknown_key_is_given(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
-        d["pipelines"]["churn"]["max_batch_sise"] = 8
+        d["models"]["churn"]["max_batch_sise"] = 8
     with pytest.raises(SpecError, match="max_batch_sise"):
         load_spec(_write_spec(tmp_path, mutate))
 
 
 LAYOUTS = {
-    "embedded": ["churn_pipeline"],
+    "embedded": ["churn_fused"],
     "embedded_split": ["churn_preprocess", "churn_model"],
-    "production": ["churn_preprocess", "churn_model"],
+    "production": ["churn_preprocess", "churn_model", "churn_postprocess"],
 }
 
 
@@ -77,7 +77,7 @@ def test_production_model_step_uses_native_onnxruntime_on_gpu_with_tensorrt(
     assert config.platform == "onnxruntime_onnx"
     assert not config.backend
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
-    assert config.instance_group[0].count == spec.pipelines["churn"].steps.model.instances[
+    assert config.instance_group[0].count == spec.models["churn"].steps.model.instances[
         "production"]
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in accelerators] == ["tensorrt"]
@@ -86,7 +86,7 @@ def test_production_model_step_uses_native_onnxruntime_on_gpu_with_tensorrt(
     assert not (repositories["production"] / "churn_model" / "1" / "model.py").exists()
 
 
-@pytest.mark.parametrize(("target", "step"), [("embedded", "churn_pipeline"),
+@pytest.mark.parametrize(("target", "step"), [("embedded", "churn_fused"),
                                             ("embedded_split", "churn_model")])
 def test_embedded_model_runs_in_python_onnxruntime_step_on_cpu(
     repositories: dict[str, Path], target: str, step: str

@@ -69,7 +69,7 @@ def main() -> None:
                         help="artefact folder (default: artifacts/churn/<spec version>)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    version = load_spec().pipelines["churn"].version
+    version = load_spec().models["churn"].version
     artifacts = ChurnArtifacts(args.artifacts or ChurnArtifacts.for_version(version).root)
     create_app(artifacts).run(host=args.host, port=args.port, threaded=True)
 

@@ -57,7 +57,7 @@ from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
 logger = logging.getLogger(__name__)
 
 #: Models an admin may ask Triton to reload (the ensemble and its steps).
-RELOADABLE_MODELS = ("churn", "churn_pipeline", "churn_preprocess", "churn_model")
+RELOADABLE_MODELS = ("churn", "churn_fused", "churn_preprocess", "churn_model")
 _JSON = "application/json"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid input: every problem, by field"},

@@ -100,7 +100,7 @@ def load_profile(settings: MonitorSettings) -> tuple[dict[str, Any], str, Path]:
     if version is None:
         from tritonkit.spec import load_spec
 
-        pipelines = load_spec().pipelines
+        pipelines = load_spec().models
         if settings.model not in pipelines:
             raise TritonKitError(f"model {settings.model!r} is not in configs/models.yaml "
                                  f"(it has {', '.join(pipelines)}): pass --model")

@@ -6,7 +6,7 @@ Drift comes from the python steps' binned counters, judged against the reference
 and of its steps (queue time), and from the ensemble's latency summary::
 
     judge = WindowJudge(profile, model="churn", version="1", thresholds=DriftThresholds())
-    signals = judge.judge(window, steps=("churn_pipeline",))
+    signals = judge.judge(window, steps=("churn_fused",))
     engine.evaluate(now, signals.alert_signals(model_unavailable=0.0))
 """
 

@@ -3,7 +3,7 @@
 Each function returns a `ModelConfig` message; `write_config` writes it as `config.pbtxt` and
 parses it back, so a malformed config fails here and not at server start::
 
-    step = ("churn_pipeline", {"tenure": "tenure"}, {"risk_level": "risk_level"})
+    step = ("churn_fused", {"tenure": "tenure"}, {"risk_level": "risk_level"})
     config = ensemble_config(name="churn", max_batch_size=256, steps=[step],
                              inputs=[tensor("tenure", "TYPE_FP32", [1])],
                              outputs=[tensor("risk_level", "TYPE_STRING", [1])])
@@ -38,21 +38,23 @@ def _batching(step: spec_module.Step) -> dict[str, object]:
 
 
 def _common(
-    name: str, pipeline: spec_module.Pipeline, step: spec_module.Step, target: str, kind: str
+    name: str, model: spec_module.ModelSpec, step: spec_module.Step, target: str, kind: str
 ) -> dict[str, object]:
-    return {
+    common: dict[str, object] = {
         "name": name,
-        "max_batch_size": pipeline.max_batch_size,
-        "version_policy": {"latest": {"num_versions": pipeline.version_policy.latest}},
-        "dynamic_batching": _batching(step),
+        "max_batch_size": model.max_batch_size,
+        "version_policy": {"latest": {"num_versions": model.version_policy.latest}},
         "instance_group": [{"kind": kind, "count": step.instances[target]}],
     }
+    if step.dynamic_batching.enabled:
+        common["dynamic_batching"] = _batching(step)
+    return common
 
 
 def python_step_config(
     *,
     name: str,
-    pipeline: spec_module.Pipeline,
+    model: spec_module.ModelSpec,
     step: spec_module.Step,
     target: str,
     inputs: Sequence[Mapping[str, object]],
@@ -62,7 +64,7 @@ def python_step_config(
 ) -> mc.ModelConfig:
     """A python-backend step; it always runs on CPU, whatever the target."""
     config = {
-        **_common(name, pipeline, step, target, "KIND_CPU"),
+        **_common(name, model, step, target, "KIND_CPU"),
         "backend": "python",
         "input": list(inputs),
         "output": list(outputs),
@@ -72,45 +74,78 @@ def python_step_config(
     return json_format.ParseDict(config, mc.ModelConfig())
 
 
+#: Triton's TensorRT precision_mode for the variant an ONNX model step serves.
+_TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8_static": "INT8"}
+
+
 def onnx_step_config(
     *,
     name: str,
-    pipeline: spec_module.Pipeline,
+    model: spec_module.ModelSpec,
     step: spec_module.Step,
     target: str,
     gpu: bool,
+    variant: str,
     inputs: Sequence[Mapping[str, object]],
     outputs: Sequence[Mapping[str, object]],
     warmup: Sequence[Mapping[str, object]] = (),
 ) -> mc.ModelConfig:
-    """An ONNX model on Triton's native onnxruntime backend (production target)."""
+    """An ONNX variant on Triton's native onnxruntime backend (production target); on GPUs
+    with onnxruntime's TensorRT accelerator in the variant's precision, its engines cached
+    under the spec's `engine_cache_path` (a volume, so a restart does not rebuild them)."""
     config: dict[str, object] = {
-        **_common(name, pipeline, step, target, "KIND_GPU" if gpu else "KIND_CPU"),
+        **_common(name, model, step, target, "KIND_GPU" if gpu else "KIND_CPU"),
         "platform": "onnxruntime_onnx",
         "default_model_filename": "model.onnx",
         "input": list(inputs),
         "output": list(outputs),
         "model_warmup": list(warmup),
     }
-    if gpu and step.tensorrt is not None and step.tensorrt.enabled:
-        # TensorRT takes the numeric subgraph; string ops (the postprocessing head) stay on CPU.
-        precision = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}[step.precision]
+    if gpu and model.tensorrt.enabled:
         config["optimization"] = {
             "execution_accelerators": {
                 "gpu_execution_accelerator": [
                     {
                         "name": "tensorrt",
                         "parameters": {
-                            "precision_mode": precision,
+                            "precision_mode": _TENSORRT_PRECISION[variant],
                             "max_workspace_size_bytes": str(
-                                step.tensorrt.max_workspace_size_bytes),
+                                model.tensorrt.max_workspace_size_bytes),
                             "trt_engine_cache_enable": "1",
-                            "trt_engine_cache_path": f"/tmp/trt_cache/{name}",
+                            "trt_engine_cache_path":
+                                f"{model.tensorrt.engine_cache_path}/{name}",
                         },
                     }
                 ]
             }
         }
+    return json_format.ParseDict(config, mc.ModelConfig())
+
+
+def tensorrt_plan_config(
+    *,
+    name: str,
+    model: spec_module.ModelSpec,
+    step: spec_module.Step,
+    target: str,
+    engines: Mapping[str, str],
+    inputs: Sequence[Mapping[str, object]],
+    outputs: Sequence[Mapping[str, object]],
+    warmup: Sequence[Mapping[str, object]] = (),
+) -> mc.ModelConfig:
+    """A TensorRT engine step. `engines` maps a GPU's compute capability ("9.0") to the plan
+    file built for it: Triton loads the one for the GPU it runs on (`cc_model_filenames`), and a
+    GPU with no plan of its own fails to load instead of running an engine built elsewhere."""
+    if not engines:
+        raise ValueError(f"{name}: no TensorRT engines to serve (build them on a GPU host)")
+    config: dict[str, object] = {
+        **_common(name, model, step, target, "KIND_GPU"),
+        "platform": "tensorrt_plan",
+        "cc_model_filenames": dict(engines),
+        "input": list(inputs),
+        "output": list(outputs),
+        "model_warmup": list(warmup),
+    }
     return json_format.ParseDict(config, mc.ModelConfig())
 
 

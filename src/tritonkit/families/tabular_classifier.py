@@ -1,0 +1,252 @@
+"""The tabular-classifier family (the churn predictor): build its artefacts and variants, and
+render its ensemble for a target.
+
+The ensemble `<name>` takes the 19 raw features (`tritonkit.features`) and answers
+churn_probability, risk_level and model_version (README, "The `churn` contract"). Its steps:
+
+- fused (`fuse_python_steps`, embedded): `<name>_fused`, one python step that validates,
+  encodes and runs the served variant with the postprocessing head appended;
+- split, python runtime: `<name>_preprocess` (validation and encoding) then `<name>_model`
+  (a python step calling onnxruntime on the same graph);
+- production (native onnxruntime on GPUs): `<name>_preprocess`, then `<name>_model`, the served
+  variant's numeric core alone (standard ops the CUDA and TensorRT providers run), then
+  `<name>_postprocess`, the postprocessing head (string outputs, which GPU providers lack) on
+  onnxruntime in a python step, which also counts predictions for drift monitoring.
+
+::
+
+    build("churn", spec.models["churn"])                         # incremental
+    render(Path("model_repository"), spec, "embedded", "churn", spec.models["churn"])
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from tritonkit import features as features_module
+from tritonkit.artifacts import ChurnArtifacts, build_churn_variants, train_stage
+from tritonkit.drift import binning as binning_module
+from tritonkit.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, append_head
+from tritonkit.features import NUMPY_DTYPES, OUTPUT_DTYPES, TRITON_DTYPES, FeatureSchema
+from tritonkit.repository import config as cfg
+from tritonkit.repository.layout import clear, copy_step, step_names
+from tritonkit.spec import (
+    ENGINE_SOURCES,
+    TENSORRT_VARIANTS,
+    RiskThresholds,
+    Spec,
+    TabularClassifier,
+    TargetName,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = tuple(cfg.tensor(name, dtype, [1]) for name, dtype in OUTPUT_DTYPES.items())
+PROBABILITY = OUTPUTS[0]
+
+
+def build(name: str, model: TabularClassifier, *, force: bool = False) -> dict[str, Any]:
+    """Train/export/profile where the inputs changed, then make and gate the variants."""
+    paths = ChurnArtifacts.for_version(model.version, name=name)
+    trained = train_stage(model, paths, force=force)
+    variants = build_churn_variants(model, paths, force=force or trained)
+    return {"model": name, "trained": trained, **variants}
+
+
+def _raw_inputs(schema: FeatureSchema) -> list[dict[str, object]]:
+    return [cfg.tensor(n, TRITON_DTYPES[n], [1]) for n in schema.names]
+
+
+def _warmup_row(schema: FeatureSchema) -> dict[str, object]:
+    """A valid customer: the training mean of each number, the first category of each column."""
+    row: dict[str, object] = {f.name: max(f.minimum, round(f.mean)) for f in schema.numeric}
+    row.update({c.name: c.categories[0] for c in schema.categorical})
+    return row
+
+
+def _write_warmup_files(model_dir: Path, schema: FeatureSchema, batch_sizes: tuple[int, ...]
+                        ) -> list[dict[str, object]]:
+    """One warm-up sample per batch size, from files (zeros would fail validation)."""
+    if not batch_sizes:
+        return []
+    warmup_dir = model_dir / "warmup"
+    warmup_dir.mkdir(parents=True, exist_ok=True)
+    row = _warmup_row(schema)
+    inputs: dict[str, dict[str, object]] = {}
+    for feature in schema.names:
+        value = row[feature]
+        if TRITON_DTYPES[feature] == "TYPE_STRING":
+            raw = str(value).encode()
+            payload = struct.pack("<I", len(raw)) + raw
+        else:
+            payload = np.array([value], dtype=NUMPY_DTYPES[feature]).tobytes()
+        (warmup_dir / feature).write_bytes(payload)
+        inputs[feature] = {"data_type": TRITON_DTYPES[feature], "dims": [1],
+                           "input_data_file": feature}
+    return [
+        {"name": f"valid_customer_batch_{b}", "batch_size": b, "inputs": inputs}
+        for b in batch_sizes
+    ]
+
+
+def _drift_files(model: TabularClassifier, paths: ChurnArtifacts) -> list[tuple[Path, str]]:
+    """The publisher, the binning rule and the reference profile, when drift metrics are on."""
+    if not model.drift_metrics.enabled:
+        return []
+    return [(Path(__file__).parents[1] / "repository" / "steps" / "drift_publisher.py",
+             "drift_publisher.py"),
+            (Path(binning_module.__file__), "binning.py"),
+            (paths.profile, "reference_profile.json")]
+
+
+def _drift_parameters(name: str, model: TabularClassifier) -> dict[str, str]:
+    """Config parameters that tell a step's drift publisher its model and flush interval."""
+    if not model.drift_metrics.enabled:
+        return {}
+    return {"drift_model": name,
+            "drift_flush_interval_s": f"{model.drift_metrics.flush_interval_s:g}",
+            # Triton sends each instance its warm-up samples, one request each, before any
+            # traffic: the publisher leaves them out of the counts.
+            "drift_warmup_requests": str(len(model.warmup_batch_sizes))}
+
+
+def head_graph(thresholds: RiskThresholds, version: str) -> onnx.ModelProto:
+    """The postprocessing head alone: churn_probability in; churn_probability, risk_level and
+    model_version out (the same nodes `append_head` puts after the classifier)."""
+    identity = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["probability"], ["churn_probability"])],
+            "churn_head",
+            [onnx.helper.make_tensor_value_info("probability", onnx.TensorProto.FLOAT,
+                                                [None, 1])],
+            [onnx.helper.make_tensor_value_info("churn_probability", onnx.TensorProto.FLOAT,
+                                                [None, 1])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    identity.ir_version = 8
+    graph = append_head(identity, thresholds, version)
+    graph.graph.input[0].name = "churn_probability_in"
+    for node in graph.graph.node:
+        for k, value in enumerate(node.input):
+            if value == "probability":
+                node.input[k] = "churn_probability_in"
+    return graph
+
+
+def _save(graph: onnx.ModelProto, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(graph.SerializeToString(deterministic=True))
+
+
+def _zeros_warmup(batch_sizes: tuple[int, ...], tensor: str, dtype: str, dims: list[int]
+                  ) -> list[dict[str, object]]:
+    return [{"name": f"zeros_batch_{b}", "batch_size": b,
+             "inputs": {tensor: {"data_type": dtype, "dims": dims, "zero_data": True}}}
+            for b in batch_sizes]
+
+
+def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
+           model: TabularClassifier) -> list[Path]:
+    target = spec.targets[target_name]
+    paths = ChurnArtifacts.for_version(model.version, name=name).require()
+    variant = model.variants.serve[target_name]
+    core = paths.require_variant(ENGINE_SOURCES.get(variant, variant))
+    schema = FeatureSchema.load(paths.schema)
+    names = step_names(name)
+    version = str(model.version)
+    written = []
+    clear(repository, name)
+    features_tensor = cfg.tensor(INPUT_NAME, "TYPE_FP32", [schema.width])
+    full_graph = append_head(onnx.load(core), model.risk_thresholds, version)
+    drift_files = _drift_files(model, paths)
+    drift_parameters = _drift_parameters(name, model)
+    native = target.onnx_runtime == "onnxruntime_onnx"
+
+    # preprocess: python on every target; with the whole graph inside when fused
+    pre_name = names["fused"] if target.fuse_python_steps else names["preprocess"]
+    pre_dir = repository / pre_name
+    copy_step("preprocess.py", pre_dir / version, [
+        *drift_files, (Path(features_module.__file__), "features.py"),
+        (paths.schema, "feature_schema.json")])
+    if target.fuse_python_steps:
+        _save(full_graph, pre_dir / version / "model.onnx")
+    written.append(cfg.write_config(cfg.python_step_config(
+        name=pre_name, model=model, step=model.steps.preprocess,
+        target=target_name, inputs=_raw_inputs(schema),
+        outputs=list(OUTPUTS) if target.fuse_python_steps else [features_tensor],
+        parameters=drift_parameters,
+        warmup=_write_warmup_files(pre_dir, schema, model.warmup_batch_sizes),
+    ), pre_dir))
+    all_outputs = {o: o for o in OUTPUT_NAMES}
+    steps: list[tuple[str, dict[str, str], dict[str, str]]] = [(
+        pre_name, {n: n for n in schema.names},
+        all_outputs if target.fuse_python_steps else {INPUT_NAME: INPUT_NAME},
+    )]
+
+    if not target.fuse_python_steps:
+        model_dir = repository / names["model"]
+        warmup = _zeros_warmup(model.warmup_batch_sizes, INPUT_NAME, "TYPE_FP32", [schema.width])
+        if native:
+            # the numeric core alone: standard ops on Triton's onnxruntime backend (with
+            # TensorRT on GPUs), or a TensorRT engine per GPU where the spec serves one
+            if variant in TENSORRT_VARIANTS:
+                engines = paths.engines(variant)
+                for plan in engines.values():
+                    shutil.copy2(paths.root / "engines" / plan,
+                                 _mkdir(model_dir / version) / plan)
+                model_config = cfg.tensorrt_plan_config(
+                    name=names["model"], model=model, step=model.steps.model,
+                    target=target_name, engines=engines, inputs=[features_tensor],
+                    outputs=[PROBABILITY], warmup=warmup)
+            else:
+                shutil.copy2(core, _mkdir(model_dir / version) / "model.onnx")
+                model_config = cfg.onnx_step_config(
+                    name=names["model"], model=model, step=model.steps.model,
+                    target=target_name, gpu=target.gpu, variant=variant,
+                    inputs=[features_tensor], outputs=[PROBABILITY], warmup=warmup)
+            written.append(cfg.write_config(model_config, model_dir))
+            steps.append((names["model"], {INPUT_NAME: INPUT_NAME},
+                          {"churn_probability": "churn_probability_raw"}))
+            # the head on onnxruntime's CPU provider, in a python step that counts predictions
+            post_dir = repository / names["postprocess"]
+            copy_step("onnx_model.py", post_dir / version, drift_files)
+            _save(head_graph(model.risk_thresholds, version), post_dir / version / "model.onnx")
+            written.append(cfg.write_config(cfg.python_step_config(
+                name=names["postprocess"], model=model, step=model.steps.preprocess,
+                target=target_name, inputs=[cfg.tensor("churn_probability_in", "TYPE_FP32", [1])],
+                outputs=OUTPUTS,
+                parameters={"intra_op_num_threads": "1", **drift_parameters},
+                warmup=_zeros_warmup(model.warmup_batch_sizes, "churn_probability_in",
+                                     "TYPE_FP32", [1])), post_dir))
+            steps.append((names["postprocess"], {"churn_probability_in": "churn_probability_raw"},
+                          all_outputs))
+        else:
+            copy_step("onnx_model.py", model_dir / version, drift_files)
+            _save(full_graph, model_dir / version / "model.onnx")
+            written.append(cfg.write_config(cfg.python_step_config(
+                name=names["model"], model=model, step=model.steps.model,
+                target=target_name, inputs=[features_tensor], outputs=OUTPUTS,
+                parameters={"intra_op_num_threads": "1", **drift_parameters},
+                warmup=warmup), model_dir))
+            steps.append((names["model"], {INPUT_NAME: INPUT_NAME}, all_outputs))
+
+    # the ensemble clients call
+    ensemble_dir = repository / names["ensemble"]
+    _mkdir(ensemble_dir / version)
+    written.append(cfg.write_config(cfg.ensemble_config(
+        name=names["ensemble"], max_batch_size=model.max_batch_size,
+        inputs=_raw_inputs(schema), outputs=OUTPUTS, steps=steps,
+        response_cache=model.response_cache,
+    ), ensemble_dir))
+    return written
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,54 @@
+"""What every family's rendering shares: Triton model names, where a repository lives, and how
+a python step's folder is laid out.
+
+    names = step_names("churn")    # {"ensemble": "churn", "preprocess": "churn_preprocess", …}
+    copy_step("onnx_model.py", repository / names["model"] / "1")
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from tritonkit.paths import PROJECT_ROOT
+from tritonkit.spec import Spec
+
+#: The python-backend step sources the builder copies as `<step>/<version>/model.py`.
+STEPS_DIR = Path(__file__).resolve().parent / "steps"
+
+
+def step_names(model_name: str) -> dict[str, str]:
+    """Triton model names of a model's ensemble and its steps.
+
+    The ensemble is what clients call; `fused` is the one python step that a target with
+    `fuse_python_steps` runs instead of preprocess and model.
+    """
+    return {
+        "ensemble": model_name,
+        "preprocess": f"{model_name}_preprocess",
+        "model": f"{model_name}_model",
+        "postprocess": f"{model_name}_postprocess",
+        "fused": f"{model_name}_fused",
+    }
+
+
+def repository_path(spec: Spec, target_name: str) -> Path:
+    """Absolute path of a target's model repository."""
+    path = spec.targets[target_name].repository
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def copy_step(step_file: str, folder: Path, extra: Iterable[tuple[Path, str]] = ()) -> None:
+    """A python step as `folder/model.py` with `step_errors.py`, and `extra` (source, name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(STEPS_DIR / step_file, folder / "model.py")
+    shutil.copy2(STEPS_DIR / "step_errors.py", folder / "step_errors.py")
+    for source, name in extra:
+        shutil.copy2(source, folder / name)
+
+
+def clear(repository: Path, model_name: str) -> None:
+    """Remove every step folder a model may have had, so a layout change leaves nothing stale."""
+    for stale in step_names(model_name).values():
+        shutil.rmtree(repository / stale, ignore_errors=True)
