@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -191,3 +194,11 @@ def _argv(cmdline: Path) -> list[bytes]:
         return cmdline.read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+def build(*args: str, root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `tritonkit build` (what `make build-engines` runs) in a subprocess; `root` stands
+    in for the checkout (TRITONKIT_ROOT)."""
+    env = {**os.environ, **({"TRITONKIT_ROOT": str(root)} if root else {})}
+    return subprocess.run([sys.executable, "-m", "tritonkit.cli", "build", *args],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)

@@ -13,6 +13,7 @@ only when its inputs (spec fields, source files, tool versions) changed, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -236,6 +237,7 @@ def build_churn_variants(model: spec_module.TabularClassifier, paths: ChurnArtif
     reference = joblib.load(paths.sklearn).predict_proba(test[list(ALL_FEATURES)])[:, 1]
     thresholds = (model.risk_thresholds.medium, model.risk_thresholds.high)
 
+    @functools.cache
     def calibration() -> list[dict[str, np.ndarray]]:
         frame = load_telco(CACHE / "data")
         train = split_by_customer(

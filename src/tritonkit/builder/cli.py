@@ -95,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 1
     for name, summary in summaries.items():
+        for target_name, variant in sorted(spec.models[name].variants.serve.items()):
+            gate = summary.get("gates", {}).get(variant, {})
+            if spec.targets[target_name].gpu and "fallbacks" in gate:
+                for provider, nodes in sorted(gate["fallbacks"].items()):
+                    print(f"{name}: {target_name} serves {variant}; {provider}: "
+                          + (f"{len(nodes)} node(s) fall back to the CPU: {'; '.join(nodes)}"
+                             if nodes else "runs every node"))
         for variant, reason in sorted(summary.get("skipped", {}).items()):
             print(f"{name}: {variant} {reason}")
         failed = [v for v, g in summary.get("gates", {}).items() if not g["passed"]]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from tritonkit.builder.manifest import Manifest, fingerprint
 from tritonkit.spec import ENGINE_SOURCES, TENSORRT_VARIANTS, ModelSpec
-from tritonkit.variants import onnx_variants, tensorrt
+from tritonkit.variants import onnx_variants, providers, tensorrt
 from tritonkit.variants.gates import GateResult
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def build_variants(name: str, model: ModelSpec, *, root: Path, fp32: Path, calib
                                        **options.get(variant, {}))
         result = gate(variant, path)
         timings[variant] = round(time.perf_counter() - begun, 2)
-        gates[variant] = {**result.to_dict(), "latency_ms_batch_1": _latency_ms(path, calibration)}
+        gates[variant] = {**result.to_dict(), "latency_ms_batch_1": _latency_ms(path, calibration),
+                          "fallbacks": _fallbacks(path)}
         if result.passed:
             logger.info("%s: %s", name, result.message)
             kept.append(path)
@@ -84,6 +86,14 @@ def build_variants(name: str, model: ModelSpec, *, root: Path, fp32: Path, calib
                     seconds=time.perf_counter() - started, extra={"summary": summary})
     manifest.save()
     return summary
+
+
+def _fallbacks(path: Path) -> dict[str, list[str]]:
+    """Per GPU provider, the nodes it would leave to the CPU provider ("name (op): reason")."""
+    graph = onnx.load(str(path))
+    return {provider: [f"{f.node} ({f.op_type}): {f.reason}"
+                       for f in providers.fallback_report(graph, provider)]
+            for provider in (providers.CUDA, providers.TENSORRT)}
 
 
 def _latency_ms(path: Path, calibration: Feeds, runs: int = 60) -> float:

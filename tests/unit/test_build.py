@@ -1,0 +1,113 @@
+"""`make build-engines`: incremental and byte-identical, gates on every variant, the production
+graph on operators its GPU providers run, and a spec edit that reaches the served answers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.export.onnx_export import OUTPUT_NAMES, predict, session
+from tritonkit.families.tabular_classifier import head_graph
+from tritonkit.features import ALL_FEATURES, FeatureSchema
+from tritonkit.paths import PROJECT_ROOT
+from tritonkit.repository import config as cfg
+from tritonkit.spec import DEFAULT_SPEC, Spec, TabularClassifier, load_spec
+from tritonkit.variants import providers
+
+from ..support import build
+
+
+def _snapshot(*folders: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every file under `folders`."""
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
+            and "__pycache__" not in p.parts}
+
+
+def test_build_leaves_every_file_untouched_when_run_twice(artifacts: ChurnArtifacts) -> None:
+    first = build("--model", "churn")
+    assert first.returncode == 0, first.stderr[-2000:]
+    folders = (artifacts.root, PROJECT_ROOT / "model_repository")
+    before = _snapshot(*folders)
+    second = build("--model", "churn")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "variants up to date" in second.stderr
+    assert "up to date" in second.stderr.split("variants up to date")[1]
+    assert _snapshot(*folders) == before
+
+
+def test_head_graph_answers_as_the_full_graph_when_fed_the_core(
+    artifacts: ChurnArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]],
+    churn_spec: TabularClassifier,
+) -> None:
+    """Production splits the graph (core on the GPU, head in a python step): the pieces in a
+    row must answer what the whole graph answers."""
+    matrix = schema.encode({n: np.array([c[n] for c in customers]) for n in ALL_FEATURES})
+    whole = predict(session(str(artifacts.onnx)), matrix)
+    core = session(str(artifacts.variant("fp32")))
+    (p,) = core.run(["churn_probability"], {"features": matrix})
+    head = session(head_graph(churn_spec.risk_thresholds, str(churn_spec.version)))
+    answers = dict(zip(OUTPUT_NAMES, head.run(list(OUTPUT_NAMES), {"churn_probability_in": p}),
+                       strict=True))
+    np.testing.assert_array_equal(answers["churn_probability"], whole["churn_probability"])
+    np.testing.assert_array_equal(answers["risk_level"], whole["risk_level"])
+    np.testing.assert_array_equal(answers["model_version"], whole["model_version"])
+
+
+def test_production_serves_a_variant_every_gpu_provider_runs_whole(
+    artifacts: ChurnArtifacts, churn_spec: TabularClassifier
+) -> None:
+    served = artifacts.variant(churn_spec.variants.serve["production"])
+    graph = onnx.load(str(served))
+    for provider in (providers.CUDA, providers.TENSORRT):
+        assert providers.fallback_report(graph, provider) == [], provider
+    # the whole graph (with the string head) would not: that is why production splits it
+    assert providers.fallback_report(onnx.load(str(artifacts.onnx)), providers.CUDA)
+
+
+def test_tensorrt_engine_config_maps_each_gpu_to_its_plan_when_parsed(tmp_path: Path) -> None:
+    spec = load_spec()
+    model = spec.models["churn"]
+    engines = {"9.0": "model.fp16.sm90.trt10.5.0.plan", "8.9": "model.fp16.sm89.trt10.5.0.plan"}
+    config = cfg.tensorrt_plan_config(
+        name="churn_model", model=model, step=model.steps.model, target="production",
+        engines=engines, inputs=[cfg.tensor("features", "TYPE_FP32", [45])],
+        outputs=[cfg.tensor("churn_probability", "TYPE_FP32", [1])])
+    parsed = cfg.read_config(cfg.write_config(config, tmp_path / "churn_model"))
+    assert parsed.platform == "tensorrt_plan"
+    assert dict(parsed.cc_model_filenames) == engines
+    assert [g.kind for g in parsed.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    with pytest.raises(ValueError, match="no TensorRT engines"):
+        cfg.tensorrt_plan_config(
+            name="churn_model", model=model, step=model.steps.model, target="production",
+            engines={}, inputs=[], outputs=[])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["variants"].update(serve={"embedded": "fp16", "production": "fp32"}),
+     "embedded target cannot serve"),
+    (lambda m: m["variants"].update(serve={"embedded": "fp32", "production": "int8_dynamic"}),
+     "production target cannot serve"),
+    (lambda m: m["variants"].update(build=["fp32"]), "needs 'int8_static'|needs"),
+    (lambda m: m["variants"].update(options={"fp16": {"x": 1}}, build=["fp32"],
+                                    serve={"embedded": "fp32", "production": "fp32"}),
+     "does not build"),
+])
+def test_spec_refuses_variants_that_nothing_honours(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    churn = data["models"]["churn"]
+    if message.startswith("needs"):
+        churn["variants"]["serve"]["embedded"] = "int8_static"
+    change(churn)
+    with pytest.raises(ValueError, match=message):
+        Spec.model_validate(data)
