@@ -175,7 +175,7 @@ class Mix:
 
 
 #: Payloads of every kind for one ensemble: (its pipeline, a customers file or None) -> kinds.
-Source = Callable[[TabularClassifier, Path | None], dict[str, list[Payload]]]
+Source = Callable[[Any, Path | None], dict[str, list[Payload]]]
 
 
 def churn_payloads(model: TabularClassifier, customers: Path | None
@@ -222,8 +222,41 @@ def churn_payloads(model: TabularClassifier, customers: Path | None
     }
 
 
+def text_payloads(model: Any, texts: Path | None) -> dict[str, list[Payload]]:
+    """A text-embedding ensemble's requests, one text each, from its held-out evaluation texts
+    (`make build-engines` writes them beside the model).
+
+    Drifted: the words of a text in reverse order (answered); for texts the refused kinds are
+    bytes that are not UTF-8 (counted as "unseen category") and an empty text (invalid).
+    """
+    name = "minilm"
+    # --customers names a churn CSV; a .txt file (one text a line) is taken as the texts
+    if texts is None or texts.suffix != ".txt":
+        texts = None
+    path = texts or ARTIFACTS / name / str(model.version) / "texts" / "evaluation.txt"
+    if not path.exists():
+        raise LoadTestError(f"no held-out texts at {path}: run `make build-engines`")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise LoadTestError(f"{path} holds no texts")
+
+    def payload(kind: str, index: int, value: bytes) -> Payload:
+        return Payload(ensemble=name, kind=kind, customer_id=f"text-{index}",
+                       columns={"text": np.array([[value]], dtype=object)},
+                       datatypes={"text": "BYTES"}, outputs=("embedding",))
+
+    indices = range(len(lines))
+    return {
+        VALID: [payload(VALID, i, lines[i].encode()) for i in indices],
+        DRIFTED: [payload(DRIFTED, i, " ".join(reversed(lines[i].split())).encode())
+                  for i in indices],
+        UNSEEN: [payload(UNSEEN, i, b"\xff\xfe" + lines[i].encode()[:20]) for i in indices],
+        INVALID: [payload(INVALID, i, b"") for i in indices],
+    }
+
+
 #: Ensemble name -> its source of requests. An ensemble added to configs/models.yaml needs one.
-SOURCES: dict[str, Source] = {"churn": churn_payloads}
+SOURCES: dict[str, Source] = {"churn": churn_payloads, "minilm": text_payloads}
 
 
 @dataclasses.dataclass(frozen=True)

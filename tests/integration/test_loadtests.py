@@ -41,7 +41,9 @@ def locust(triton: TritonServer, folder: Path, *args: str, run_time_s: int = 6, 
         "--host", triton.http_url, "--grpc-url", triton.grpc_url,
         "--csv", str(folder / "run"), "--html", str(folder / "report.html"),
         # Users finish the request they are in, so every answer Triton counts is counted here.
-        "--stop-timeout", "5", "--exit-code-on-error", "1", *args,
+        "--stop-timeout", "5", "--exit-code-on-error", "1",
+        # the test server serves churn alone (conftest)
+        "--ensembles", "churn", *args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
