@@ -27,7 +27,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants predict compose-config clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants predict embed compose-config clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ down: ## stop the server that `make up` started, and no other (the PID in PID_FI
 
 predict: $(STAMP) ## predict the first test customers through a running `make up` (HTTP)
 	$(PY) scripts/predict.py artifacts/churn/1/test.csv --limit 10 --url 127.0.0.1:$(HTTP_PORT)
+
+TEXT ?= How do I open a file for reading?
+embed: $(STAMP) ## embed TEXT through a running `make up` (the minilm ensemble, HTTP)
+	$(PY) scripts/embed.py "$(TEXT)" --url 127.0.0.1:$(HTTP_PORT)
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check src tests scripts bench loadtests

@@ -48,7 +48,11 @@ def build_variants(name: str, model: ModelSpec, *, root: Path, fp32: Path, calib
     """Make, gate and keep the variants `model.variants.build` names (with the spec's
     `variants.options`); returns the summary that the manifest, `gates.json` and the model card
     hold."""
-    options = model.variants.options
+    options = dict(model.variants.options)
+    if "tensorrt_int8" in model.variants.serve.values():
+        # TensorRT parses only symmetric INT8 Q/DQ with FP32 biases (explicit quantization)
+        options["int8_static"] = {**options.get("int8_static", {}),
+                                  **onnx_variants.TENSORRT_STATIC}
     key = fingerprint(values={"build": model.variants.build, "gate": model.gate.model_dump(),
                               "options": options, "serve": model.variants.serve},
                       files=[fp32, *SOURCES])
@@ -69,8 +73,10 @@ def build_variants(name: str, model: ModelSpec, *, root: Path, fp32: Path, calib
                                        **options.get(variant, {}))
         result = gate(variant, path)
         timings[variant] = round(time.perf_counter() - begun, 2)
-        gates[variant] = {**result.to_dict(), "latency_ms_batch_1": _latency_ms(path, calibration),
-                          "fallbacks": _fallbacks(path)}
+        gates[variant] = result.to_dict()
+        if result.passed:  # a variant that failed may not even load
+            gates[variant].update(latency_ms_batch_1=_latency_ms(path, calibration),
+                                  fallbacks=_fallbacks(path))
         if result.passed:
             logger.info("%s: %s", name, result.message)
             kept.append(path)
@@ -115,6 +121,25 @@ def _latency_ms(path: Path, calibration: Feeds, runs: int = 60) -> float:
     return round(float(np.median(times)) * 1000, 4)
 
 
+def _profile(path: Path, model: ModelSpec) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """TensorRT's optimization profile: batch 1 to max_batch_size, and, for a text model, every
+    sequence length up to max_sequence_length (the warm-up visits the corners)."""
+    graph = onnx.load(str(path), load_external_data=False)
+    longest = getattr(model, "max_sequence_length", None)
+    shapes = {}
+    for tensor in graph.graph.input:
+        rest = [d.dim_value if d.HasField("dim_value") else None
+                for d in list(tensor.type.tensor_type.shape.dim)[1:]]
+        if None in rest and longest is None:
+            raise ValueError(f"{path.name}: input {tensor.name} has a dynamic dimension the "
+                             "spec does not bound")
+        low = [1 if d is None else d for d in rest]
+        high = [longest if d is None else d for d in rest]
+        shapes[tensor.name] = ([1, *low], [max(1, model.max_batch_size // 2), *high],
+                               [model.max_batch_size, *high])
+    return shapes
+
+
 def _engines(name: str, model: ModelSpec, root: Path, gates: dict[str, Any]) -> dict[str, str]:
     """TensorRT engines of the served TensorRT variants; the reason for each one not built."""
     wanted = [v for v in TENSORRT_VARIANTS if v in model.variants.serve.values()]
@@ -133,9 +158,9 @@ def _engines(name: str, model: ModelSpec, root: Path, gates: dict[str, Any]) -> 
     for variant in wanted:
         if variant in skipped:
             continue
-        info = tensorrt.build_engine(root / "variants" / f"{ENGINE_SOURCES[variant]}.onnx",
-                                     root / "engines", precision=variant.split("_")[1],
-                                     max_batch_size=model.max_batch_size)
+        source = root / "variants" / f"{ENGINE_SOURCES[variant]}.onnx"
+        info = tensorrt.build_engine(source, root / "engines", precision=variant.split("_")[1],
+                                     shapes=_profile(source, model))
         index = root / "engines" / "engines.json"
         entries = json.loads(index.read_text()) if index.exists() else []  # other GPUs' plans
         entries = [e for e in entries if not (e["variant"] == variant and
