@@ -129,3 +129,22 @@ def test_tensorrt_profile_spans_every_batch_and_sequence_length_the_spec_allows(
     shapes = _profile(text.variant("fp32"), minilm)
     assert shapes["input_ids"] == ([1, 1], [32, 128], [64, 128])
     assert shapes["attention_mask"] == shapes["input_ids"]
+
+
+def test_model_card_states_the_measured_metrics_and_gates_when_rendered(
+    artifacts: ChurnArtifacts,
+) -> None:
+    import json
+
+    from tritonkit.builder.model_card import render_model_card
+
+    spec = load_spec()
+    card = render_model_card("churn", spec.models["churn"], spec)
+    test = json.loads(artifacts.metrics.read_text())["test"]
+    assert f"ROC-AUC **{test['roc_auc']:.4f}**" in card
+    gates = json.loads(artifacts.gates.read_text())["gates"]
+    for variant, gate in gates.items():
+        verdict = "yes" if gate["passed"] else "no"
+        assert f"| {variant} | {verdict} |" in card
+    assert "POST /v2/models/churn/infer" in card
+    assert f"{spec.models['churn'].availability_slo:.1%}" in card

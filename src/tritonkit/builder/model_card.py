@@ -58,7 +58,13 @@ def _evaluation(metrics: dict[str, Any]) -> list[str]:
         lines += [f"| {t} | {m['precision']:.3f} | {m['recall']:.3f} | {m['flagged_share']:.3f} |"
                   for t, m in test["at_threshold"].items()]
         return lines
-    return [f"- {k}: {v}" for k, v in sorted(metrics.items()) if not isinstance(v, dict | list)]
+    lines = [f"- {k}: {v}" for k, v in sorted(metrics.items()) if not isinstance(v, dict | list)]
+    parity = metrics.get("onnx_parity")
+    if parity:
+        lines.append(f"- The exported ONNX graph against the source model in torch on "
+                     f"{parity['texts']} held-out texts: mean cosine {parity['mean_cosine']:.7f}, "
+                     f"min {parity['min_cosine']:.7f}, max |Δ| {parity['max_abs_diff']:.2g}.")
+    return lines
 
 
 def _gates(gates: dict[str, Any]) -> list[str]:
@@ -66,7 +72,8 @@ def _gates(gates: dict[str, Any]) -> list[str]:
     if not rows:
         return ["No variant was gated."]
     keys = sorted({k for g in rows.values() for k in g.get("metrics", {})})
-    lines = ["| variant | passed | " + " | ".join(keys) + " | in-process latency, 1 row (ms) |",
+    lines = ["| variant | passed | " + " | ".join(keys)
+             + " | 1 row, in-process, build machine CPU (ms) |",
              "|---" * (len(keys) + 3) + "|"]
     for variant, g in rows.items():
         values = [f"{g['metrics'][k]:.6g}" if isinstance(g["metrics"].get(k), float)
@@ -110,9 +117,11 @@ def render_model_card(name: str, model: ModelSpec, spec: Spec) -> str:
     ]
     for target, variant in sorted(served.items()):
         latency = gates.get("gates", {}).get(variant, {}).get("latency_ms_batch_1")
-        lines.append(f"- `{target}` ({spec.targets[target].description.strip()}) serves "
-                     f"`{variant}`" + (f", {latency} ms per row in-process" if latency else "")
-                     + ".")
+        where = spec.targets[target]
+        measured = ("; the build does not measure latency on a GPU" if where.gpu else
+                    f", {latency} ms per row in-process on the build machine" if latency else "")
+        lines.append(f"- `{target}` ({where.description.strip().rstrip('.')}) serves "
+                     f"`{variant}`{measured}.")
     lines += [
         f"- Dynamic batching up to {model.max_batch_size} rows per batch, queue delay "
         f"{model.steps.model.dynamic_batching.max_queue_delay_us} µs; warm-up at batch sizes "
