@@ -299,10 +299,22 @@ def serve(server: TritonServer, start_timeout_s: float,
         stack.stop()
 
 
+def _ensembles(repository: Path) -> list[str]:
+    """The ensembles a model repository holds (what clients call)."""
+    return sorted(config.parent.name for config in repository.glob("*/config.pbtxt")
+                  if 'platform: "ensemble"' in config.read_text())
+
+
 def _serve_started(server: TritonServer, stack: EmbeddedStack) -> int:
     monitoring = stack.banner()
+    ensembles = _ensembles(server.settings.model_repository)
+    text_body = ('{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES",'
+                 '"data":["How do I open a file?"]}]}')
+    text_example = (f"  curl -s {server.http_url}/v2/models/minilm/infer "
+                    f"-H 'Content-Type: application/json' \\\n    -d '{text_body}'\n"
+                    if "minilm" in ensembles else "")
     print(f"""
-Triton is serving the `churn` ensemble (Ctrl-C stops it)
+Triton is serving {", ".join(f"`{e}`" for e in ensembles)} (Ctrl-C stops it)
   HTTP     {server.http_url}   (KServe v2)
   gRPC     {server.grpc_url}
   metrics  {server.metrics_url}
@@ -311,7 +323,7 @@ Triton is serving the `churn` ensemble (Ctrl-C stops it)
 Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
     -d '{EXAMPLE_BODY}'
-""", flush=True)
+{text_example}""", flush=True)
     code = server.wait()
     stack.stop()  # before tritonserver: the sidecar would see it go and complain
     if code is None:
