@@ -292,7 +292,7 @@ def test_compose_monitor_runs_the_sidecar_against_the_stack() -> None:
     assert any("localhost:9108/health" in part for part in monitor["healthcheck"]["test"])
     dockerfile = (MONITORING / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
-    assert "pip install -c constraints.txt ." in dockerfile
+    assert "pip install -c constraints.txt '.[cpu]'" in dockerfile
     assert 'CMD ["python", "-m", "tritonkit.monitor.cli"]' in dockerfile
 
 
