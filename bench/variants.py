@@ -37,6 +37,7 @@ from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 from tritonkit.spec import CPU_VARIANTS, Spec, load_spec
 from tritonkit.text.artifacts import TextEmbeddingArtifacts
+from tritonkit.text.tokenizer import length_buckets
 
 logger = logging.getLogger("bench")
 BIG_BATCH = {"churn": 256, "minilm": 32}
@@ -72,6 +73,17 @@ def _feeds(name: str, spec: Spec) -> tuple[list[dict[str, np.ndarray]], dict[str
     return [feed([t]) for t in texts[:32]], feed(texts[:BIG_BATCH[name]]), texts[:64]
 
 
+def _bucketed(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> None:
+    """What the text step does with a batch: one call per group of alike lengths."""
+    if "attention_mask" not in feed:
+        session.run(None, feed)
+        return
+    lengths = feed["attention_mask"].sum(axis=1)
+    for rows in length_buckets(lengths):
+        longest = int(lengths[rows].max())
+        session.run(None, {k: v[rows, :longest] for k, v in feed.items()})
+
+
 def _variant_paths(name: str, spec: Spec) -> dict[str, Path]:
     model = spec.models[name]
     root = Path("artifacts") / name / str(model.version)
@@ -86,8 +98,13 @@ def in_process(name: str, spec: Spec, rounds: int) -> dict[str, dict[str, float]
     single_ms: dict[str, list[float]] = {v: [] for v in sessions}
     big_rows: dict[str, list[float]] = {v: [] for v in sessions}
     per_text_16: dict[str, list[float]] = {v: [] for v in sessions}
+    padded_16: dict[str, list[float]] = {v: [] for v in sessions}
+    single_16: dict[str, list[float]] = {v: [] for v in sessions}
     rows = next(iter(big.values())).shape[0]
     batch_16 = {k: v[:16] for k, v in big.items()}
+    if "attention_mask" in big:  # padded to the longest of these 16, as a server would
+        longest = int(big["attention_mask"][:16].sum(axis=1).max())
+        batch_16 = {k: v[:, :longest] for k, v in batch_16.items()}
     for session in sessions.values():  # warm-up
         session.run(None, singles[0])
         session.run(None, big)
@@ -102,11 +119,20 @@ def in_process(name: str, spec: Spec, rounds: int) -> dict[str, dict[str, float]
                 session.run(None, big)
             big_rows[variant].append(3 * rows / (time.perf_counter() - begun))
             begun = time.perf_counter()
+            for feed in singles[:16]:  # the same 16 rows as batch_16, one call each
+                session.run(None, feed)
+            single_16[variant].append((time.perf_counter() - begun) * 1000 / 16)
+            begun = time.perf_counter()
             session.run(None, batch_16)
+            padded_16[variant].append((time.perf_counter() - begun) * 1000 / 16)
+            begun = time.perf_counter()
+            _bucketed(session, batch_16)
             per_text_16[variant].append((time.perf_counter() - begun) * 1000 / 16)
     return {v: {"p50_ms_batch_1": statistics.median(single_ms[v]),
                 "rows_per_s_big_batch": statistics.median(big_rows[v]),
+                "ms_per_row_16_single_calls": statistics.median(single_16[v]),
                 "ms_per_row_batch_16": statistics.median(per_text_16[v]),
+                "ms_per_row_batch_16_padded": statistics.median(padded_16[v]),
                 "big_batch": float(rows)} for v in sessions}
 
 
@@ -235,15 +261,17 @@ def _print(name: str, inproc: dict[str, dict[str, float]], served: dict[str, dic
               f"{_gate_text(gates[variant])}")
     if batching:
         variant = batching["variant"]
-        gain_in = inproc[variant]["p50_ms_batch_1"] / inproc[variant]["ms_per_row_batch_16"]
+        single = inproc[variant]["ms_per_row_16_single_calls"]
+        gain_in = single / inproc[variant]["ms_per_row_batch_16"]
+        padded = single / inproc[variant]["ms_per_row_batch_16_padded"]
         gain_t = batching["on"]["c16_requests_per_s"] / batching["off"]["c16_requests_per_s"]
         print(f"{name} ({variant}) dynamic batching through Triton, c=16: on "
               f"{batching['on']['c16_requests_per_s']:.0f} req/s (p99 "
               f"{batching['on']['c16_p99_ms']:.1f} ms), off "
               f"{batching['off']['c16_requests_per_s']:.0f} req/s (p99 "
               f"{batching['off']['c16_p99_ms']:.1f} ms): {gain_t:.2f}x; in-process batch 16 vs "
-              f"1 per text: {gain_in:.2f}x; Triton keeps {gain_t / gain_in:.2f} of the "
-              "in-process gain")
+              f"1 per text: {gain_in:.2f}x in groups of alike lengths ({padded:.2f}x padded to "
+              f"the longest); Triton keeps {gain_t / gain_in:.2f} of the in-process gain")
 
 
 if __name__ == "__main__":

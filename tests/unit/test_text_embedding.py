@@ -196,7 +196,10 @@ def test_render_fuses_tokenizer_and_encoder_when_the_target_fuses_python_steps(
     assert fused.backend == "python"
     assert fused.parameters["max_sequence_length"].string_value == "128"
     assert fused.instance_group[0].count == 2
-    assert list(fused.dynamic_batching.preferred_batch_size) == [16, 32]
+    batching = minilm_spec.models["minilm"].steps.preprocess.dynamic_batching  # the fused step
+    assert list(fused.dynamic_batching.preferred_batch_size) == list(
+        batching.preferred_batch_size)
+    assert fused.dynamic_batching.max_queue_delay_microseconds == batching.max_queue_delay_us
     assert [w.batch_size for w in fused.model_warmup] == [64, 16, 1]
     folder = tmp_path / "minilm_fused" / "1"
     assert (folder / "model.onnx").read_bytes() == minilm_artifacts.variant("fp32").read_bytes()
@@ -260,3 +263,14 @@ def test_rendered_steps_never_import_torch(minilm_spec: Spec,
                 elif isinstance(node, ast.ImportFrom) and node.module:
                     imported.add(node.module.split(".")[0])
             assert not imported & {"torch", "transformers", "tritonkit"}, source
+
+
+def test_length_buckets_cover_every_row_once_within_the_tolerance_when_lengths_vary() -> None:
+    from tritonkit.text.tokenizer import length_buckets
+
+    lengths = np.array([12, 3, 40, 13, 128, 11, 39, 3, 100])
+    groups = length_buckets(lengths, tolerance=0.25)
+    assert sorted(int(r) for g in groups for r in g) == list(range(len(lengths)))
+    for group in groups:
+        assert lengths[group].max() <= lengths[group].min() * 1.25
+    assert len(groups) < len(lengths)  # alike lengths share a call

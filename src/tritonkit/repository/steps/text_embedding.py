@@ -10,7 +10,9 @@ the truncation. One `execute` call gets a dynamic batch of requests, each with `
 - every request's texts are checked first; a request with a bad text (not UTF-8, empty) gets an
   INVALID_ARG error (HTTP 400) naming the row and the problem, the others go on;
 - the good texts are tokenized together, padded to the longest of the batch;
-- fused: one onnxruntime call embeds them and each request gets its rows of `embedding`;
+- fused: they are embedded in groups of alike lengths (`length_buckets`: one onnxruntime call
+  per group, padded to the group's longest, not the batch's) and each request gets its rows of
+  `embedding`;
   otherwise each request gets its rows of `input_ids` and `attention_mask` (all of one batch
   share one length, so the model step can batch them again);
 - if that call raises, each request runs alone and only those that still fail get an error
@@ -27,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from step_errors import describe, error, log_error
-from text_tokenizer import TextError, TextTokenizer, check_texts
+from text_tokenizer import TextError, TextTokenizer, check_texts, length_buckets
 
 INPUT = "text"
 
@@ -92,8 +94,17 @@ class TritonPythonModel:
         texts = [text for _, request_texts in good for text in request_texts]
         ids, mask = self.tokenizer.encode(texts, self.max_length)
         if self.session is not None:
-            results = {self.outputs[0]: self.session.run(
-                self.outputs, {"input_ids": ids, "attention_mask": mask})[0]}
+            # one onnxruntime call per group of alike lengths, not one padded to the longest
+            lengths = mask.sum(axis=1)
+            embedding = None
+            for rows in length_buckets(lengths):
+                longest = int(lengths[rows].max())
+                part = self.session.run(self.outputs, {"input_ids": ids[rows, :longest],
+                                                       "attention_mask": mask[rows, :longest]})[0]
+                if embedding is None:
+                    embedding = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
+                embedding[rows] = part
+            results = {self.outputs[0]: embedding}
         else:
             results = {"input_ids": ids, "attention_mask": mask}
         start = 0
