@@ -148,3 +148,11 @@ def test_model_card_states_the_measured_metrics_and_gates_when_rendered(
         assert f"| {variant} | {verdict} |" in card
     assert "POST /v2/models/churn/infer" in card
     assert f"{spec.models['churn'].availability_slo:.1%}" in card
+
+
+def test_production_warms_the_gpu_model_at_its_largest_batch_first(
+    repositories: dict[str, Path], churn_spec: TabularClassifier
+) -> None:
+    config = cfg.read_config(repositories["production"] / "churn_model" / "config.pbtxt")
+    sizes = [w.batch_size for w in config.model_warmup]
+    assert sizes[:2] == [churn_spec.max_batch_size, 1]

@@ -191,7 +191,14 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
 
     if not target.fuse_python_steps:
         model_dir = repository / names["model"]
-        warmup = _zeros_warmup(model.warmup_batch_sizes, INPUT_NAME, "TYPE_FP32", [schema.width])
+        sizes = model.warmup_batch_sizes
+        if target.gpu:
+            # onnxruntime's TensorRT accelerator widens its profile to each shape it sees and
+            # rebuilds the engine for one outside it: the largest batch first, then batch 1,
+            # and no engine is built under traffic
+            sizes = (model.max_batch_size, 1, *(b for b in sizes
+                                                if b not in (1, model.max_batch_size)))
+        warmup = _zeros_warmup(sizes, INPUT_NAME, "TYPE_FP32", [schema.width])
         if native:
             # the numeric core alone: standard ops on Triton's onnxruntime backend (with
             # TensorRT on GPUs), or a TensorRT engine per GPU where the spec serves one
