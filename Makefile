@@ -52,7 +52,7 @@ system-deps: ## Debian packages that make serving faster and benchmarks possible
 build-engines: $(STAMP) ## build every model's variants, gate them, render both repositories and the model cards (incremental)
 	$(PY) -m tritonkit.cli build
 
-up: $(STAMP) system-deps build-engines ## serve the churn ensemble and its monitoring (sidecar, Prometheus, Alertmanager), foreground
+up: $(STAMP) system-deps build-engines ## serve every ensemble (churn, minilm) and the monitoring stack (sidecar, Prometheus, Alertmanager, gateway), foreground
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
 		{ apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager; } \
 		>/dev/null 2>&1 || echo "note: could not apt-get install prometheus" \
