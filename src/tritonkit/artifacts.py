@@ -144,11 +144,11 @@ def fallback_version(version: int) -> str:
     return f"{version}-fallback"
 
 
-def build_churn_artifacts(pipeline_spec: spec_module.TabularClassifier, paths: ChurnArtifacts
+def build_churn_artifacts(model_spec: spec_module.TabularClassifier, paths: ChurnArtifacts
                           ) -> None:
     """Train, export, check and profile the churn model; write its artefacts."""
-    training = pipeline_spec.training
-    thresholds = pipeline_spec.risk_thresholds
+    training = model_spec.training
+    thresholds = model_spec.risk_thresholds
     frame = load_telco(CACHE / "data")
     splits = split_by_customer(
         frame,
@@ -159,8 +159,8 @@ def build_churn_artifacts(pipeline_spec: spec_module.TabularClassifier, paths: C
         splits, training.regularization_grid, (thresholds.medium, thresholds.high)
     )
     core = export_churn_core(result.pipeline, result.schema)
-    model = append_head(core, thresholds, version=str(pipeline_spec.version))
-    model.doc_string = f"churn classifier v{pipeline_spec.version} with postprocessing head"
+    model = append_head(core, thresholds, version=str(model_spec.version))
+    model.doc_string = f"churn classifier v{model_spec.version} with postprocessing head"
     parity = check_parity(result.pipeline, result.schema, model, splits.test, thresholds)
     logger.info("ONNX parity on %d test rows: max |Δp| %.2e",
                 parity["rows"], parity["max_abs_diff"])
@@ -187,7 +187,7 @@ def build_churn_artifacts(pipeline_spec: spec_module.TabularClassifier, paths: C
     }
     paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     fallback = train_fallback(splits, (thresholds.medium, thresholds.high),
-                              version=fallback_version(pipeline_spec.version))
+                              version=fallback_version(model_spec.version))
     paths.fallback.write_text(json.dumps(fallback, indent=2) + "\n")
     splits.test[[ID_COLUMN, *ALL_FEATURES, TARGET_COLUMN]].to_csv(paths.test_rows, index=False)
     logger.info("wrote %s", paths.root)
