@@ -27,7 +27,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants predict embed compose-config clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -94,6 +94,10 @@ bench: $(STAMP) system-deps build-engines ## Triton ensemble vs the naive Flask 
 bench-monitoring: $(STAMP) system-deps build-engines ## what drift metrics and latency summaries cost the ensemble (wrk)
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/monitoring_cost.py --duration-s $(BENCH_DURATION_S)
+
+bench-overload: $(STAMP) system-deps build-engines ## churn at 1x/2x/4x its saturating concurrency, with and without a bounded queue (wrk)
+	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
+	$(PY) bench/overload.py --duration-s $(BENCH_DURATION_S)
 
 bench-variants: $(STAMP) system-deps build-engines ## every variant of every model, in-process and through Triton, as ratios to FP32 beside its gate
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }

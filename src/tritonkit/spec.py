@@ -77,6 +77,17 @@ class Target(_Frozen):
         return GPU_VARIANTS if self.gpu else CPU_VARIANTS
 
 
+class QueuePolicy(_Frozen):
+    """How a step's queue bounds overload: past `max_size` waiting requests, or `timeout_us` of
+    waiting, a request is turned away at once (Triton answers it with an error naming the
+    cause) instead of queueing without bound and answering everyone late."""
+
+    max_size: int = Field(gt=0, description="requests that may wait; one more is refused")
+    timeout_us: int = Field(
+        gt=0, le=60_000_000,
+        description="the longest a request may wait in the queue before it is refused")
+
+
 class DynamicBatching(_Frozen):
     """Triton's dynamic batcher for a step; `enabled: false` runs each request alone (the
     baseline `make bench-variants` measures batching against)."""
@@ -84,6 +95,15 @@ class DynamicBatching(_Frozen):
     enabled: bool = True
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_delay_us: int = Field(0, ge=0, le=1_000_000)
+    queue: QueuePolicy | None = Field(
+        None, description="bound the queue (overload); none: Triton's default, unbounded")
+
+    @model_validator(mode="after")
+    def _queue_needs_batcher(self) -> DynamicBatching:
+        if self.queue is not None and not self.enabled:
+            raise ValueError("dynamic_batching.queue needs enabled: true (the queue policy is "
+                             "the dynamic batcher's)")
+        return self
 
 
 class TensorRT(_Frozen):
@@ -103,7 +123,7 @@ class Step(_Frozen):
     """One Triton model of the ensemble: instances per target and its dynamic batcher."""
 
     instances: dict[str, int]
-    dynamic_batching: DynamicBatching = DynamicBatching(max_queue_delay_us=0)
+    dynamic_batching: DynamicBatching = DynamicBatching(max_queue_delay_us=0, queue=None)
 
     @field_validator("instances")
     @classmethod

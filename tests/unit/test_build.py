@@ -156,3 +156,25 @@ def test_production_warms_the_gpu_model_at_its_largest_batch_first(
     config = cfg.read_config(repositories["production"] / "churn_model" / "config.pbtxt")
     sizes = [w.batch_size for w in config.model_warmup]
     assert sizes[:2] == [churn_spec.max_batch_size, 1]
+
+
+def test_queue_policy_renders_as_triton_default_queue_policy_when_set(tmp_path: Path) -> None:
+    from tritonkit.spec import QueuePolicy
+
+    spec = load_spec()
+    model = spec.models["churn"]
+    batching = model.steps.preprocess.dynamic_batching.model_copy(
+        update={"queue": QueuePolicy(max_size=64, timeout_us=20_000)})
+    step = model.steps.preprocess.model_copy(update={"dynamic_batching": batching})
+    config = cfg.python_step_config(
+        name="churn_fused", model=model, step=step, target="embedded",
+        inputs=[cfg.tensor("tenure", "TYPE_FP32", [1])],
+        outputs=[cfg.tensor("churn_probability", "TYPE_FP32", [1])])
+    policy = cfg.read_config(cfg.write_config(config, tmp_path / "churn_fused")
+                             ).dynamic_batching.default_queue_policy
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.max_queue_size == 64
+    assert policy.default_timeout_microseconds == 20_000
+    with pytest.raises(ValueError, match="queue needs enabled: true"):
+        batching.model_copy(update={"enabled": False}).model_validate(
+            {**batching.model_dump(), "enabled": False})

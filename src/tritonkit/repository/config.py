@@ -34,6 +34,13 @@ def _batching(step: spec_module.Step) -> dict[str, object]:
     }
     if step.dynamic_batching.preferred_batch_size:
         batching["preferred_batch_size"] = list(step.dynamic_batching.preferred_batch_size)
+    queue = step.dynamic_batching.queue
+    if queue is not None:
+        batching["default_queue_policy"] = {
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": queue.timeout_us,
+            "max_queue_size": queue.max_size,
+        }
     return batching
 
 

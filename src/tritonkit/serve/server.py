@@ -255,6 +255,11 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.metrics_port}/metrics"
 
+    @property
+    def pid(self) -> int | None:
+        """tritonserver's process id while it runs (its python stubs are its children)."""
+        return None if self._process is None else self._process.pid
+
     def command(self) -> list[str]:
         """The full tritonserver command line."""
         s = self.settings
