@@ -14,7 +14,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from step_errors import describe, error, log_error
+from step_errors import answer_isolating, describe, error, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
     from drift_publisher import DriftPublisher
@@ -64,19 +64,8 @@ class TritonPythonModel:
                 good.append((i, arrays))
         if not good:
             return responses
-        try:
-            self._answer(good, responses)
-        except Exception as exc:
-            if len(good) == 1:
-                self._fail(good[0][0], exc, responses)
-            else:
-                # One request's rows can make onnxruntime raise for the whole batch: run each
-                # alone, so that only the requests that fail on their own get an error.
-                for item in good:
-                    try:
-                        self._answer([item], responses)
-                    except Exception as alone:
-                        self._fail(item[0], alone, responses)
+        answer_isolating(good, responses, self._answer,
+                         lambda item, exc, responses: self._fail(item[0], exc, responses))
         return responses
 
     def _answer(self, good, responses):

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from features import FeatureSchema
-from step_errors import describe, error, log_error
+from step_errors import answer_isolating, describe, error, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
     from drift_publisher import DriftPublisher
@@ -104,20 +104,10 @@ class TritonPythonModel:
                 good.append((i, columns))
         if not good:
             return responses
-        try:
-            self._answer(good, responses)
-        except Exception as exc:
-            if len(good) == 1:
-                self._fail(good[0][0], exc, responses, self._rows(good[0][1]))
-            else:
-                # Something in the batch broke the vectorised pass (onnxruntime raised, a value
-                # encoding could not take): run each request alone, so that only the requests
-                # that fail on their own get an error and the others their answers.
-                for item in good:
-                    try:
-                        self._answer([item], responses)
-                    except Exception as alone:
-                        self._fail(item[0], alone, responses, self._rows(item[1]))
+        # Something in the batch may break the vectorised pass (onnxruntime raised, a value
+        # encoding could not take): then each request runs alone.
+        answer_isolating(good, responses, self._answer, lambda item, exc, responses: self._fail(
+            item[0], exc, responses, self._rows(item[1])))
         return responses
 
     def _answer(self, good, responses):

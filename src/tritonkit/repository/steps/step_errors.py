@@ -5,6 +5,7 @@ The repository builder copies this file beside each step's `model.py` (the steps
 
     pb_utils.InferenceResponse(error=error("tenure: NaN at row(s) 0"))           # HTTP 400
     pb_utils.InferenceResponse(error=error(f"failed: {describe(exc)}", "INTERNAL"))  # HTTP 500
+    answer_isolating(good, responses, self._answer, self._fail)   # one failure is its own
 """
 
 import triton_python_backend_utils as pb_utils
@@ -32,3 +33,20 @@ def log_error(message):
     logger = getattr(pb_utils, "Logger", None)
     if logger is not None:
         logger.log_error(message)
+
+
+def answer_isolating(good, responses, answer, fail):
+    """Answer the requests `good` ((request index, inputs) pairs) in one vectorised pass,
+    `answer(good, responses)`; if that pass raises, run each request alone, so that only those
+    that fail on their own get an error (`fail(item, exc, responses)`) and the rest answers."""
+    try:
+        answer(good, responses)
+    except Exception as exc:
+        if len(good) == 1:
+            fail(good[0], exc, responses)
+            return
+        for item in good:
+            try:
+                answer([item], responses)
+            except Exception as alone:
+                fail(item, alone, responses)

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from step_errors import describe, error, log_error
+from step_errors import answer_isolating, describe, error, log_error
 from text_tokenizer import TextError, TextTokenizer, check_texts, length_buckets
 
 INPUT = "text"
@@ -74,19 +74,8 @@ class TritonPythonModel:
                 good.append((i, texts))
         if not good:
             return responses
-        try:
-            self._answer(good, responses)
-        except Exception as exc:
-            if len(good) == 1:
-                self._fail(good[0][0], exc, responses)
-            else:
-                # One request's texts can make the batch fail (onnxruntime raised): run each
-                # alone, so that only the requests that fail on their own get an error.
-                for item in good:
-                    try:
-                        self._answer([item], responses)
-                    except Exception as alone:
-                        self._fail(item[0], alone, responses)
+        answer_isolating(good, responses, self._answer,
+                         lambda item, exc, responses: self._fail(item[0], exc, responses))
         return responses
 
     def _answer(self, good, responses):
