@@ -87,9 +87,8 @@ test-unit: $(STAMP) ## tests that start no server (seconds once the artefacts ex
 test-integration: $(STAMP) ## tests against real tritonserver processes on free ports
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps build-engines ## Triton ensemble vs the naive Flask server under wrk
-	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
-	$(PY) bench/serving.py --duration-s $(BENCH_DURATION_S)
+bench: $(STAMP) system-deps build-engines ## the suite: churn vs naive vs the no-op ceiling, per protocol, batching, instances, cache, open loop, overload; table + plot in bench/results/ (~8 min)
+	$(PY) bench/suite.py --duration-s $(BENCH_DURATION_S)
 
 bench-monitoring: $(STAMP) system-deps build-engines ## what drift metrics and latency summaries cost the ensemble (wrk)
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }

@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from serving import kserve_body, run_wrk, wait_http, write_lua
+from loadgen import kserve_body, run_wrk, wait_http, write_lua
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.client.churn import read_customers
@@ -61,7 +61,7 @@ def gateway_body(customer: dict[str, Any]) -> str:
 
 
 def keyed_lua(bodies: list[str], folder: Path, key: str) -> Path:
-    """bench/serving.py's wrk script with the API key header added."""
+    """loadgen.write_lua with the API key header added."""
     folder.mkdir(parents=True, exist_ok=True)
     path = write_lua(bodies, folder)
     path.write_text(path.read_text() + f'wrk.headers["X-API-Key"] = "{key}"\n')

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serving import kserve_body, run_wrk, write_lua
+from loadgen import kserve_body, run_wrk, write_lua
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.client.churn import read_customers

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from serving import _ms, kserve_body, write_lua
+from loadgen import _ms, kserve_body, write_lua
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.client.churn import read_customers

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from serving import kserve_body, run_wrk, write_lua
+from loadgen import kserve_body, run_wrk, write_lua
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.client.churn import read_customers

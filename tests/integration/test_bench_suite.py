@@ -1,0 +1,45 @@
+"""`make bench`'s suite in its smoke form: real tritonserver processes, the naive server, wrk
+and h2load, a second per point. Checks the table, the files and that every run was counted by
+tritonserver as the client saw it (the suite raises otherwise)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("h2load") is None,
+                       reason="wrk and h2load (make system-deps) are needed"),
+]
+
+
+def test_suite_prints_ratios_and_writes_table_json_and_plot_when_run_quick(tmp_path: Path
+                                                                           ) -> None:
+    output = tmp_path / "suite.json"
+    run = subprocess.run(
+        [sys.executable, "bench/suite.py", "--quick", "--duration-s", "1", "--output",
+         str(output)], cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(output.read_text())
+    cases = {(r["case"], r["connections"]) for r in result["rows"]}
+    for case in ("naive Flask http_json", "churn http_json", "churn grpc", "no-op step grpc",
+                 "churn batching off grpc"):
+        assert {(case, 1), (case, 64)} <= cases, case
+    for row in result["rows"]:
+        assert row["failed"] == 0 and row["requests_per_s"] > 0 and row["p99_ms"] >= row[
+            "p50_ms"] > 0, row
+    figures = result["figures"]
+    assert {"churn/naive throughput c=64, grpc", "churn/no-op step throughput c=64, grpc",
+            "churn p50 c=1 above no-op step ms, grpc",
+            "share of per-request cost batching amortizes, grpc"} <= set(figures)
+    assert "churn/naive throughput c=64, grpc" in run.stdout
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| churn grpc |" in output.with_suffix(".md").read_text()
