@@ -10,6 +10,12 @@ still fail get an INTERNAL error (HTTP 500) with the exception's message.
 Its output is the encoded `features` matrix. Where the builder also puts `model.onnx` beside it
 (a target that fuses python steps), it runs that graph on the batch with onnxruntime and returns
 the graph's outputs instead: one python hop instead of two.
+
+Its inputs are the config's: one tensor per feature, or the packed pair `numeric` and
+`categorical` (`features.PACKED_*`), which tritonserver and the stub hand over for a fraction of
+the cost of 19. A packed batch is unpacked into views of the same columns and goes through the
+same checks, encoding, prediction and drift counts; a fraction in a whole-number feature, which
+the 19-input contract refuses by its INT32 dtype, is refused by value.
 """
 
 import gc
@@ -18,7 +24,16 @@ import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from features import FeatureSchema
+from features import (
+    PACKED_CATEGORICAL,
+    PACKED_NUMERIC,
+    FeatureSchema,
+    PackedColumns,
+    fraction_problems,
+    fractional_rows,
+    packed_problems,
+    unpack,
+)
 from step_errors import answer_isolating, describe, error, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
@@ -34,7 +49,10 @@ class TritonPythonModel:
         self.schema = FeatureSchema.load(os.path.join(here, "feature_schema.json"))
         self.names = self.schema.names
         self.first = self.names[0]
-        self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
+        config = json.loads(args["model_config"])
+        self.outputs = [o["name"] for o in config["output"]]
+        self.packed = {i["name"] for i in config["input"]} == {PACKED_NUMERIC, PACKED_CATEGORICAL}
+        self.order = PackedColumns.of(self.schema)
         self.session = None
         model_path = os.path.join(here, "model.onnx")
         if os.path.exists(model_path):
@@ -68,8 +86,9 @@ class TritonPythonModel:
         gc.freeze()
         gc.set_threshold(100_000, 50, 50)
 
-    def _rows(self, columns):
-        return columns[self.first].shape[0]
+    def _rows(self, inputs):
+        """Rows of one request's inputs (what `_read` made of them)."""
+        return inputs[0].shape[0] if self.packed else inputs[self.first].shape[0]
 
     def finalize(self):
         if self.drift is not None:
@@ -85,7 +104,7 @@ class TritonPythonModel:
         """Answer every request of a dynamic batch; one request's failure is its own alone."""
         self.counting = self.drift is not None and self.drift.counting(len(requests))
         responses = [None] * len(requests)
-        good = []  # (request index, its columns)
+        good = []  # (request index, its inputs: columns, or the (numeric, categorical) pair)
         for i, request in enumerate(requests):
             try:
                 columns = {t.name(): t.as_numpy() for t in request.inputs()}
@@ -93,15 +112,14 @@ class TritonPythonModel:
                 responses[i] = pb_utils.InferenceResponse(
                     error=error(f"could not read the inputs: {describe(exc)}"))
                 continue
-            rows = columns[self.first].shape[0] if self.first in columns else 0
-            if len(columns) != len(self.names) or rows == 0:
+            inputs, problems, rows = self._read(columns)
+            if problems:
                 responses[i] = pb_utils.InferenceResponse(
-                    error=error("; ".join(self.schema.validate(columns)) or "malformed request")
-                )
+                    error=error("; ".join(problems)))
                 if self.counting:
                     self.drift.counter.count_rejected("malformed_request", max(rows, 1))
             else:
-                good.append((i, columns))
+                good.append((i, inputs))
         if not good:
             return responses
         # Something in the batch may break the vectorised pass (onnxruntime raised, a value
@@ -110,21 +128,59 @@ class TritonPythonModel:
             item[0], exc, responses, self._rows(item[1])))
         return responses
 
+    def _read(self, columns):
+        """(inputs, problems, rows) of one request's tensors by name; problems [] when its
+        tensors are what the config says (shapes and dtypes: the values are checked in
+        `_answer`)."""
+        if self.packed:
+            numeric, categorical = columns.get(PACKED_NUMERIC), columns.get(PACKED_CATEGORICAL)
+            if numeric is None or categorical is None or len(columns) != 2:
+                names = ", ".join(sorted(columns))
+                return None, [f"expected the inputs {PACKED_NUMERIC} and {PACKED_CATEGORICAL}, "
+                              f"got {names or 'none'}"], 0
+            rows = numeric.shape[0] if numeric.ndim else 0
+            return (numeric, categorical), packed_problems(numeric, categorical, self.order), rows
+        rows = columns[self.first].shape[0] if self.first in columns else 0
+        if len(columns) != len(self.names) or rows == 0:
+            return None, self.schema.validate(columns) or ["malformed request"], rows
+        return columns, [], rows
+
+    def _columns(self, good):
+        """The per-feature columns of the requests `good`, concatenated."""
+        if self.packed:
+            if len(good) == 1:
+                numeric, categorical = good[0][1]
+            else:
+                numeric = np.concatenate([inputs[0] for _, inputs in good])
+                categorical = np.concatenate([inputs[1] for _, inputs in good])
+            return unpack(numeric, categorical, self.order)
+        if len(good) == 1:
+            return good[0][1]
+        return {n: np.concatenate([c[n] for _, c in good]) for n in self.names}
+
+    def _problems(self, inputs):
+        """Every problem of one request's values, each message naming its feature."""
+        if not self.packed:
+            return self.schema.validate(inputs)
+        columns = unpack(*inputs, self.order)
+        return self.schema.validate(columns) + fraction_problems(columns)
+
     def _answer(self, good, responses):
         """Encode, check and predict the requests `good` in one pass; fill their responses."""
-        if len(good) == 1:
-            batch = good[0][1]
-        else:
-            batch = {n: np.concatenate([c[n] for _, c in good]) for n in self.names}
+        batch = self._columns(good)
         encoded = self.schema.encode_batch(batch)
         matrix, bad = encoded.matrix, encoded.bad
+        # whole-number features come as FP32 in the packed pair: a fraction is a bad row
+        fractions = fractional_rows(batch) if self.packed else None
+        if fractions is not None:
+            bad = bad | fractions
         results = self._outputs(matrix)
         start = 0
         answers = []
-        for i, columns in good:
-            stop = start + columns[self.first].shape[0]
+        for i, inputs in good:
+            stop = start + self._rows(inputs)
             if bad[start:stop].any():
-                problems = self.schema.validate(columns)
+                problems = self._problems(inputs)
                 answers.append((i, pb_utils.InferenceResponse(
                     error=error("; ".join(problems) or "invalid input"))))
             else:
@@ -138,10 +194,14 @@ class TritonPythonModel:
         for i, response in answers:
             responses[i] = response
         if self.counting:
-            self._count(batch, encoded, results)
+            self._count(batch, encoded, results, bad, fractions)
 
-    def _count(self, batch, encoded, results):
-        """Add a batch's inputs, refusals and answers to the drift counts (no metric calls)."""
+    def _count(self, batch, encoded, results, bad, fractions):
+        """Add a batch's inputs, refusals and answers to the drift counts (no metric calls).
+
+        `bad` is `encoded.bad` and the rows of `fractions` (a fraction in a whole-number
+        feature of a packed batch, counted as out of bounds; None when no row has one).
+        """
         counter = self.drift.counter
         unknown = encoded.codes < 0
         blank = None
@@ -153,7 +213,6 @@ class TritonPythonModel:
                     blank[k] = [not (v.strip() if isinstance(v, (bytes, str)) else v)
                                 for v in values]
         counter.count_features(encoded.numbers, encoded.codes, blank)
-        bad = encoded.bad
         if bad.any():
             numbers = encoded.numbers
             with np.errstate(invalid="ignore"):
@@ -161,6 +220,8 @@ class TritonPythonModel:
                 infinite = np.isinf(numbers).any(axis=1)
                 outside = (np.isfinite(numbers)
                            & ((numbers < self.minimum) | (numbers > self.maximum))).any(axis=1)
+            if fractions is not None:
+                outside |= fractions
             blank_rows = blank.any(axis=0) if blank is not None else np.zeros_like(nan)
             unseen = (unknown & ~blank).any(axis=0) if blank is not None else unknown.any(axis=0)
             for reason, rows in (("unknown_category", unseen), ("missing_value", nan | blank_rows),
