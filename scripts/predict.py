@@ -2,7 +2,7 @@
 """Predict churn for customers in a CSV or JSON file through the `churn` ensemble.
 
     python scripts/predict.py customers.csv --protocol grpc --url 127.0.0.1:8001
-    python scripts/predict.py artifacts/churn/1/test.csv --limit 5
+    python scripts/predict.py artifacts/churn/1/test.csv --limit 5 --packed
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N customers")
     parser.add_argument("--timeout-s", type=float, default=10.0,
                         help="per-request timeout in seconds")
+    parser.add_argument("--packed", action="store_true",
+                        help="call churn_packed: the same customers as two tensors (numeric, "
+                             "categorical) instead of 19, which Triton handles for less")
     args = parser.parse_args()
     if args.limit is not None and args.limit < 0:
         parser.error(f"--limit must be 0 or more, not {args.limit}")
@@ -72,7 +75,8 @@ def main() -> int:
         return fail(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     except CustomerError as exc:
         return fail(str(exc), EXIT_BAD_INPUT)
-    client = ChurnClient(url, protocol=args.protocol, timeout_s=args.timeout_s)
+    client = ChurnClient(url, protocol=args.protocol, timeout_s=args.timeout_s,
+                         packed=args.packed)
     try:
         predictions = client.predict(customers)
     except CustomerError as exc:

@@ -4,6 +4,9 @@
     for p in client.predict(read_customers(Path("customers.csv"))):
         print(p.churn_probability, p.risk_level, p.model_version)
 
+With `packed=True` it calls `churn_packed`, the same model behind two input tensors instead of
+19 (`tritonkit.features.PACKED_*`; README, "The packed entry point"), for the same Predictions.
+
 Bad input fails before anything is sent, with a `CustomerError` naming the row and the field
 (``row 3 (customer 7590-VHVEG): tenure: '' is not a number``); an unreachable server raises
 `ServerUnavailableError`, an error answer `ServerError`, each naming the URL.
@@ -32,17 +35,27 @@ from tritonkit.features import (
     NUMERIC_FEATURES,
     NUMPY_DTYPES,
     OUTPUT_DTYPES,
+    PACKED_CATEGORICAL,
+    PACKED_DTYPES,
+    PACKED_NUMERIC,
     TRITON_DTYPES,
     bounds_problems,
+    pack,
 )
 
 __all__ = [  # KSERVE_DATATYPES: re-exported for callers that built requests from this module
-    "KSERVE_DATATYPES", "MODEL_NAME", "OUTPUTS", "ChurnClient", "Prediction", "Protocol",
-    "columns_from_rows", "kserve_json_inputs", "read_customers",
+    "KSERVE_DATATYPES", "MODEL_NAME", "OUTPUTS", "PACKED_MODEL_NAME", "ChurnClient", "Prediction",
+    "Protocol", "columns_from_rows", "kserve_json_inputs", "read_customers",
 ]
 
 Protocol = Literal["http", "grpc"]
 MODEL_NAME = "churn"
+#: The packed entry point: the same answers for `numeric` and `categorical` (features.PACKED_*).
+#: `repository.layout.step_names(MODEL_NAME)["packed"]`, not imported: that pulls the spec's
+#: pydantic models into every client (tests/unit/test_packed.py holds the two equal).
+PACKED_MODEL_NAME = f"{MODEL_NAME}_packed"
+#: Triton data type of every tensor a client sends, per-feature or packed, by name.
+_SENT_DTYPES = {**TRITON_DTYPES, **PACKED_DTYPES}
 OUTPUTS = tuple(OUTPUT_DTYPES)
 #: Status codes with which Triton blames the request rather than itself (HTTP, gRPC).
 _BAD_REQUEST_STATUSES = frozenset({"400", "StatusCode.INVALID_ARGUMENT"})
@@ -295,12 +308,16 @@ def kserve_json_inputs(customer: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 class ChurnClient:
-    """Calls the ensemble; one request per `batch_size` customers."""
+    """Calls the ensemble, or with `packed` the packed entry point; one request per
+    `batch_size` customers."""
 
-    def __init__(self, url: str, protocol: Protocol = "http", timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, protocol: Protocol = "http", timeout_s: float = 10.0,
+                 packed: bool = False) -> None:
         self.url = url
         self.protocol = protocol
         self.timeout_s = timeout_s
+        self.packed = packed
+        self.model_name = PACKED_MODEL_NAME if packed else MODEL_NAME
         if protocol == "http":
             import tritonclient.http as module
             self._client: Any = module.InferenceServerClient(
@@ -317,15 +334,24 @@ class ChurnClient:
         """One inference request with the given columns, unchecked; returns the outputs by name.
 
         The raw call, for sending columns a client would refuse (tests of the server's checks):
-        `predict` checks the customers and names the URL in its errors.
+        `predict` checks the customers and names the URL in its errors. A packed client packs
+        the columns into `numeric` and `categorical` first.
 
         Raises:
             tritonclient.utils.InferenceServerException: with the server's message (for bad
                 input it names the feature and the problem).
         """
+        if self.packed:
+            numeric, categorical = pack(columns)
+            return self.infer_tensors({PACKED_NUMERIC: numeric, PACKED_CATEGORICAL: categorical})
+        return self.infer_tensors(columns)
+
+    def infer_tensors(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request to this client's model with these tensors as they are (binary over
+        HTTP), each sent as the contract's data type for its name; the outputs by name."""
         inputs = []
-        for name, array in columns.items():
-            wire = KSERVE_DATATYPES.get(TRITON_DTYPES.get(name, ""), "BYTES")
+        for name, array in tensors.items():
+            wire = KSERVE_DATATYPES.get(_SENT_DTYPES.get(name, ""), "BYTES")
             item = self._module.InferInput(name, list(array.shape), wire)
             item.set_data_from_numpy(array)
             inputs.append(item)
@@ -333,7 +359,7 @@ class ChurnClient:
         kwargs: dict[str, Any] = {"outputs": outputs}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
-        result = self._client.infer(MODEL_NAME, inputs, **kwargs)
+        result = self._client.infer(self.model_name, inputs, **kwargs)
         return {n: result.as_numpy(n) for n in OUTPUTS}
 
     def predict(self, customers: Sequence[Mapping[str, Any]], batch_size: int = 64
