@@ -3,6 +3,7 @@ request bodies built from real customers, and Prometheus counters read from Trit
 
     server = serve(repository, tmp_path)
     status, answer = post(server, body_for(customer))
+    status, answer = post(server, packed_body([customer]), model="churn_packed")
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tritonkit.client.churn import kserve_json_inputs
+from tritonkit.client.churn import columns_from_rows, kserve_json_inputs
+from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 from tritonkit.spec import Spec
 
@@ -159,6 +161,18 @@ def batch_body(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"inputs": [
         {**item, "shape": [len(bodies), 1], "data": [b["inputs"][k]["data"][0] for b in bodies]}
         for k, item in enumerate(bodies[0]["inputs"])
+    ]}
+
+
+def packed_body(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Customers as one KServe v2 JSON request body of the packed entry point: `numeric`
+    [rows, 4] and `categorical` [rows, 15] (features.pack of the client's checked columns)."""
+    numeric, categorical = pack(columns_from_rows(customers))
+    return {"inputs": [
+        {"name": PACKED_NUMERIC, "shape": list(numeric.shape), "datatype": "FP32",
+         "data": numeric.reshape(-1).tolist()},
+        {"name": PACKED_CATEGORICAL, "shape": list(categorical.shape), "datatype": "BYTES",
+         "data": [v.decode() for v in categorical.reshape(-1)]},
     ]}
 
 

@@ -73,6 +73,27 @@ def test_predict_script_prints_every_customer_when_input_is_json(
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_predict_script_prints_the_same_table_when_packed(
+    triton: TritonServer, artifacts: ChurnArtifacts, protocol: str
+) -> None:
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url.removeprefix("http://")
+    args = [str(artifacts.test_rows), "--limit", "6", "--protocol", protocol, "--url", url]
+    plain, packed = _predict(*args), _predict(*args, "--packed")
+    assert (plain.returncode, packed.returncode) == (0, 0), packed.stderr
+    assert packed.stdout == plain.stdout and len(packed.stdout.splitlines()) == 7
+
+
+def test_predict_script_prints_server_message_when_packed_customer_is_refused(
+    triton: TritonServer, artifacts: ChurnArtifacts, tmp_path: Path
+) -> None:
+    path = _write_csv(artifacts, tmp_path / "customers.csv", 3, **{"1:contract": "Weekly"})
+    line = _error_line(_predict(str(path), "--packed", "--url",
+                                triton.http_url.removeprefix("http://")), BAD_INPUT)
+    assert "answered HTTP 400 for rows 0-2" in line
+    assert "contract: unknown category 'Weekly' at row(s) 1" in line
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predict_script_exits_unreachable_naming_url_when_connection_is_refused(
     artifacts: ChurnArtifacts, protocol: str
 ) -> None:

@@ -68,9 +68,11 @@ def python_step_config(
     outputs: Sequence[Mapping[str, object]],
     parameters: Mapping[str, str] | None = None,
     warmup: Sequence[Mapping[str, object]] = (),
+    response_cache: bool = False,
 ) -> mc.ModelConfig:
-    """A python-backend step; it always runs on CPU, whatever the target."""
-    config = {
+    """A python-backend step; it always runs on CPU, whatever the target. `response_cache`
+    for a step that clients call directly, as `ensemble_config`'s."""
+    config: dict[str, object] = {
         **_common(name, model, step, target, "KIND_CPU"),
         "backend": "python",
         "input": list(inputs),
@@ -78,6 +80,8 @@ def python_step_config(
         "parameters": {k: {"string_value": v} for k, v in (parameters or {}).items()},
         "model_warmup": list(warmup),
     }
+    if response_cache:
+        config["response_cache"] = {"enable": True}
     return json_format.ParseDict(config, mc.ModelConfig())
 
 

@@ -22,7 +22,9 @@ def step_names(model_name: str) -> dict[str, str]:
     """Triton model names of a model's ensemble and its steps.
 
     The ensemble is what clients call; `fused` is the one python step that a target with
-    `fuse_python_steps` runs instead of preprocess and model.
+    `fuse_python_steps` runs instead of preprocess and model. `packed` is a second entry point
+    of a family whose inputs can travel as fewer tensors (the churn features as two): a fused
+    python step served as it is, or an ensemble whose first step is `preprocess_packed`.
     """
     return {
         "ensemble": model_name,
@@ -30,6 +32,8 @@ def step_names(model_name: str) -> dict[str, str]:
         "model": f"{model_name}_model",
         "postprocess": f"{model_name}_postprocess",
         "fused": f"{model_name}_fused",
+        "packed": f"{model_name}_packed",
+        "preprocess_packed": f"{model_name}_preprocess_packed",
     }
 
 
