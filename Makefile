@@ -41,10 +41,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv with the pinned dependencies (tritonserver comes from a wheel)
 
-system-deps: ## Debian packages that make serving faster and benchmarks possible: jemalloc, wrk
-	@if [ ! -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || ! command -v wrk >/dev/null; then \
-		{ apt-get update -qq && apt-get install -y -qq libjemalloc2 wrk; } >/dev/null 2>&1 \
-		|| echo "note: could not apt-get install libjemalloc2 wrk (not root?); serving still works"; \
+system-deps: ## Debian packages that make serving faster and benchmarks possible: jemalloc, wrk, h2load
+	@if [ ! -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || ! command -v wrk >/dev/null \
+		|| ! command -v h2load >/dev/null; then \
+		{ apt-get update -qq && apt-get install -y -qq libjemalloc2 wrk nghttp2-client; } >/dev/null 2>&1 \
+		|| echo "note: could not apt-get install libjemalloc2 wrk nghttp2-client (not root?); serving still works"; \
 	fi
 
 # Incremental: a stage runs only where the spec, a source file or a tool changed (manifests
