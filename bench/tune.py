@@ -34,6 +34,7 @@ edit to a temporary copy instead. Report: `<output-dir>/report.md` and `points.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -202,6 +203,28 @@ def measure(server: TritonServer, request: Request, connections: int, duration_s
     return row
 
 
+def first_line(exc: BaseException) -> str:
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"[;:]?\s*last log lines:?$", "", line)
+
+
+def stop_and_keep_log(server: TritonServer, logs: Path, name: str, error: str | None
+                      ) -> str | None:
+    """Stop `server`; where it failed (`error`) or does not exit cleanly, copy its log into
+    `logs` (the work folder is removed) and return the reason in one line, naming the log."""
+    try:
+        server.stop()
+    except ServerStopError as exc:
+        error = ((error + "; ") if error else "") + first_line(exc)
+    if error is None:
+        return None
+    logs.mkdir(parents=True, exist_ok=True)
+    kept = logs / f"tritonserver-{name}.log"
+    with contextlib.suppress(OSError):
+        shutil.copy2(server.log_file, kept)
+    return f"{error} (log: {kept})"
+
+
 def sweep(spec: Spec, point: Point, request: Request, args: argparse.Namespace, work: Path
           ) -> None:
     """The concurrency sweep of one point; stops at the first run over the budget."""
@@ -210,9 +233,10 @@ def sweep(spec: Spec, point: Point, request: Request, args: argparse.Namespace, 
     try:
         server = start(configured(spec, point.config, None), work, name)
     except ServerStartError as exc:
-        point.error = f"server did not start: {exc}"
+        point.error = f"server did not start: {first_line(exc)}"
         logger.error("%s: %s", point.config.label(), point.error)
         return
+    error = None
     try:
         for connections in args.concurrency:
             row = measure(server, request, connections, args.duration_s, args.warmup_s)
@@ -223,18 +247,16 @@ def sweep(spec: Spec, point: Point, request: Request, args: argparse.Namespace, 
             if not row["ok"] or row["p99_ms"] > args.p99_budget_ms:
                 break
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        point.error = f"run failed: {exc}"
+        error = f"run failed: {first_line(exc)}"
+    point.error = stop_and_keep_log(server, args.output_dir, name, error)
+    if point.error:
         logger.error("%s: %s", point.config.label(), point.error)
-    finally:
-        try:
-            server.stop()
-        except ServerStopError as exc:
-            point.error = (point.error or "") + f" tritonserver did not stop cleanly: {exc}"
 
 
 def choose(points: Sequence[Point], budget_ms: float, tolerance_pct: float) -> Point | None:
-    """The simplest point within `tolerance_pct` of the best score; None if none scored."""
-    scored = [p for p in points if p.score(budget_ms) > 0]
+    """The simplest point within `tolerance_pct` of the best score; None if none scored. A
+    point whose server failed is not chosen, whatever it scored before."""
+    scored = [p for p in points if p.score(budget_ms) > 0 and p.error is None]
     if not scored:
         return None
     best = max(p.score(budget_ms) for p in scored)
@@ -281,8 +303,9 @@ def verdict(bounded: dict[str, Any], unbounded: dict[str, Any], budget_ms: float
         text = ("**The queue policy is not written**: the server did not come through the run "
                 f"with it ({bounded['error']}). The spec's queue setting is left as it was. "
                 "Triton 2.51 can leave an ensemble request in flight when a step's full queue "
-                "refuses it (fixed upstream in triton-inference-server/core#466); during "
-                "development a gRPC run whose queue refused often ended in a segfault.")
+                "refuses it (fixed upstream in triton-inference-server/core#466), and while "
+                "this tool was written its gRPC server segfaulted every time a small queue "
+                "refused most requests (and once with no queue policy, at concurrency 128).")
     else:
         p99 = bounded.get("accepted_ms", {}).get("0.99", float("nan"))
         free = unbounded.get("accepted_ms", {}).get("0.99", float("nan"))
@@ -310,23 +333,19 @@ def check_queue(spec: Spec, config: Config, queue: QueuePolicy, request: Request
             server = start(configured(spec, config, policy), work,
                            "check-" + name.replace(" ", "-"), summaries=True)
         except ServerStartError as exc:
-            entry["error"] = f"server did not start: {exc}"
+            entry["error"] = f"server did not start: {first_line(exc)}"
             found[name] = entry
             continue
+        error = None
         try:
             entry["run"] = measure(server, request, connections, args.duration_s, args.warmup_s)
             entry["accepted_ms"] = accepted_quantiles(server.metrics_url)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            entry["error"] = f"run failed: {exc}"
+            error = f"run failed: {first_line(exc)}"
         stopping = time.monotonic()
-        try:
-            server.stop()
-        except ServerStopError as exc:
-            kept = logs / f"tritonserver-{name.replace(' ', '-')}.log"
-            logs.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(server.log_file, kept)
-            entry["error"] = (entry.get("error", "") + " tritonserver exited uncleanly: "
-                              f"{str(exc).splitlines()[0].rstrip(';')} (log: {kept})").strip()
+        error = stop_and_keep_log(server, logs, "check-" + name.replace(" ", "-"), error)
+        if error:
+            entry["error"] = error
         entry["stop_s"] = round(time.monotonic() - stopping, 1)
         entry["seconds"] = round(time.monotonic() - started, 1)
         logger.info("queue check, %s at c=%d: %s", name, connections,
@@ -596,11 +615,15 @@ def report(results: dict[str, Any], points: Sequence[Point], args: argparse.Name
         "| phase | config | concurrency | req/s | p50 ms | p99 ms | failed | score req/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    failures = []
     for point in points:
-        score = point.score(budget)
+        score = f"{point.score(budget):.0f}" + (" (server failed: not chosen)" if point.error
+                                                else "")
+        if point.error:
+            failures.append(f"- {point.config.label()}: {point.error}")
         if not point.runs:
-            out.append(f"| {point.phase} | {point.config.label()} | - | - | - | - | - | 0 "
-                       f"({point.error}) |")
+            out.append(f"| {point.phase} | {point.config.label()} | - | - | - | - | - | "
+                       f"{score} |")
         for k, run in enumerate(point.runs):
             # the client's count, or the server's where the client cannot see it (gRPC)
             failed = int(max(run["failed"], run["server_refused"]))
@@ -608,10 +631,10 @@ def report(results: dict[str, Any], points: Sequence[Point], args: argparse.Name
             out.append(
                 f"| {point.phase} | {point.config.label()} | {run['connections']} | "
                 f"{run['requests_per_s']:.0f} | {_ms(run['p50_ms'])} | {_ms(run['p99_ms'])}"
-                f"{over} | {failed} | {f'{score:.0f}' if k == 0 else ''} |")
-        if point.error and point.runs:
-            out.append(f"| {point.phase} | {point.config.label()} | error | {point.error} "
-                       "| | | | |")
+                f"{over} | {failed} | {score if k == 0 else ''} |")
+    if failures:
+        out += ["", "Points whose server failed (a run that stops partway is not in the "
+                "table):", "", *failures]
     winner = results.get("winner")
     out += ["", "## The winner", ""]
     if winner is None:
