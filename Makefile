@@ -103,6 +103,13 @@ bench-variants: $(STAMP) system-deps build-engines ## every variant of every mod
 	@command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk"; exit 1; }
 	$(PY) bench/variants.py --duration-s $(BENCH_DURATION_S)
 
+# `make tune`: bench/tune.py's flags, e.g. TUNE_ARGS=--dry-run, or --instances 1 2 --p99-budget-ms 50
+TUNE_ARGS ?=
+.PHONY: tune
+tune: $(STAMP) system-deps build-engines ## search churn's instances, queue delay and preferred batch sizes for the most req/s within p99 100 ms, then a queue policy; writes configs/models.yaml and bench/results/tune/ (~5 min)
+	@command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client"; exit 1; }
+	$(PY) bench/tune.py $(TUNE_ARGS)
+
 certs: $(STAMP) ## a self-signed TLS pair for the gateway in .cache/certs/ (development)
 	$(PY) -m tritonkit.gateway.cli certs
 
