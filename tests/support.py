@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tritonkit.client.churn import columns_from_rows, kserve_json_inputs
+from tritonkit.drift.binning import DriftLayout
 from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 from tritonkit.spec import Spec
@@ -108,6 +110,22 @@ def samples(triton: TritonServer) -> list[tuple[str, dict[str, str], float]]:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
             out.append((match.group(1), labels, float(match.group(3))))
     return out
+
+
+def settled_drift(triton: TritonServer, layout: DriftLayout, timeout_s: float = 15.0
+                  ) -> np.ndarray:
+    """The drift series `layout.vector` reads from /metrics once the counts of earlier requests
+    are flushed (unchanged over more than the steps' 1 s flush interval): a vector taken sooner
+    would leave the last requests of the test before to the next test's difference."""
+    deadline = time.monotonic() + timeout_s
+    last = layout.vector(samples(triton))
+    while time.monotonic() < deadline:
+        time.sleep(1.2)
+        now = layout.vector(samples(triton))
+        if np.array_equal(now, last):
+            break
+        last = now
+    return last
 
 
 def counter(triton: TritonServer, metric: str, **labels: str) -> float:

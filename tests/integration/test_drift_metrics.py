@@ -23,7 +23,15 @@ from tritonkit.features import FeatureSchema
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import TabularClassifier
 
-from ..support import body_for, post, repeated_rows, samples, serve, with_input
+from ..support import (
+    body_for,
+    post,
+    repeated_rows,
+    samples,
+    serve,
+    settled_drift,
+    with_input,
+)
 
 
 @pytest.fixture(scope="module", params=["fused", "split"])
@@ -65,7 +73,7 @@ def test_steps_publish_the_drift_counts_of_the_traffic_when_customers_are_sent(
 ) -> None:
     profile = json.loads(artifacts.profile.read_text())
     layout = DriftLayout.from_profile(profile, "churn", str(churn_spec.version))
-    before = _published(layout_server, layout)
+    before = settled_drift(layout_server, layout)
 
     for start in range(0, len(customers), 50):
         chunk = customers[start:start + 50]

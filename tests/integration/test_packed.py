@@ -30,7 +30,16 @@ from tritonkit.features import (
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import TabularClassifier
 
-from ..support import body_for, counter, packed_body, post, probability, samples, serve
+from ..support import (
+    body_for,
+    counter,
+    packed_body,
+    post,
+    probability,
+    samples,
+    serve,
+    settled_drift,
+)
 
 Breaker = Callable[[dict[str, Any]], dict[str, Any]]
 #: On the embedded target (fused) the packed entry point is itself the step that checks values.
@@ -193,6 +202,11 @@ def test_packed_request_refused_with_400_naming_the_feature_when_a_value_is_impo
     assert answer["error"].startswith(start), answer["error"]
     for word in words:
         assert word in answer["error"], f"{word!r} not in {answer['error']!r}"
+    # the stub may answer before Triton has counted the execution: wait for it a moment
+    deadline = time.monotonic() + 3
+    while (counter(triton, "nv_inference_exec_count", model=STEP) < executions + 1
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
     assert counter(triton, "nv_inference_exec_count", model=STEP) == executions + 1
 
 
@@ -246,20 +260,6 @@ def layout_server(request: pytest.FixtureRequest, triton: TritonServer,
     return triton if request.param == "fused" else split_server
 
 
-def _settled(server: TritonServer, layout: DriftLayout, timeout_s: float = 15.0) -> np.ndarray:
-    """The published vector once earlier tests' requests are flushed: unchanged over more than
-    one flush interval."""
-    deadline = time.monotonic() + timeout_s
-    last = layout.vector(samples(server))
-    while time.monotonic() < deadline:
-        time.sleep(1.2)
-        now = layout.vector(samples(server))
-        if np.array_equal(now, last):
-            break
-        last = now
-    return last
-
-
 def _wait_for(server: TritonServer, layout: DriftLayout, before: np.ndarray, rows: float,
               predictions: float, timeout_s: float = 15.0) -> np.ndarray:
     """The published vector once `rows` rows and `predictions` predictions more than `before`
@@ -284,7 +284,7 @@ def test_both_entry_points_count_each_row_once_into_the_same_drift_series(
 ) -> None:
     layout = DriftLayout.from_profile(json.loads(artifacts.profile.read_text()), "churn",
                                       str(churn_spec.version))
-    before = _settled(layout_server, layout)
+    before = settled_drift(layout_server, layout)
     half = len(customers) // 2
     _predict(layout_server, "http", False, customers[:half], 50)
     _predict(layout_server, "grpc", True, customers[half:], 50)
