@@ -13,11 +13,13 @@ each run `--duration-s` after a discarded `--warmup-s` run; the sweep stops at t
 whose p99 exceeds `--p99-budget-ms`. A point's score is its highest throughput with p99 within
 the budget and no failed request. The winner is the simplest point (lowest delay, then fewest
 instances, then no preferred sizes) within `--tolerance-pct` of the best score: closer than
-that is noise on a shared machine.
+that is noise on a shared machine (one configuration measured twice in one sweep differed by
+~10 %; a delay also costs every lone request up to its length at concurrency 1).
 
 Then the queue policy (`dynamic_batching.queue`, Triton's default_queue_policy): a queue longer
-than what the server drains within the budget only adds latency, so max_size = best req/s x
-(budget - p50 at that run) / 1000 and timeout_us = the budget. It is checked with one run at
+than what the server drains within the budget only adds latency. Half the budget goes to
+waiting, half to the batch's run and the transport: max_size = best req/s x budget / 2 / 1000
+and timeout_us = budget / 2. It is checked with one run at
 `--check-load` x the saturating concurrency, with and without it: refused share (tritonserver's
 failure counter, the same for every protocol: h2load sees no gRPC status) and p99 of the
 accepted requests (tritonserver's latency summary, successes only). It is written only when the
@@ -212,8 +214,14 @@ def stop_and_keep_log(server: TritonServer, logs: Path, name: str, error: str | 
                       ) -> str | None:
     """Stop `server`; where it failed (`error`) or does not exit cleanly, copy its log into
     `logs` (the work folder is removed) and return the reason in one line, naming the log."""
+    # A server that died under load (Triton 2.51 segfaulted over gRPC) no longer answers; one
+    # that is alive but slow to shut down (clients cut off mid-request leave connections
+    # half-open, and it waits 30 s for them before it is killed) served every request it was
+    # sent, so its point stands.
+    if error is None and not server.is_ready():
+        error = "tritonserver stopped answering during the runs"
     try:
-        server.stop()
+        server.stop(check=error is not None)
     except ServerStopError as exc:
         error = ((error + "; ") if error else "") + first_line(exc)
     if error is None:
@@ -290,8 +298,10 @@ def derive_queue(point: Point, budget_ms: float) -> tuple[QueuePolicy, dict[str,
     """max_size: what the server drains in the budget left after a request's own p50."""
     best = point.best_run(budget_ms)
     assert best is not None
-    drained = best["requests_per_s"] * (budget_ms - best["p50_ms"]) / 1000
-    queue = QueuePolicy(max_size=max(1, round(drained)), timeout_us=round(budget_ms * 1000))
+    # Half the budget for waiting in the queue, half for the batch's run and the transport:
+    # a queue holding what the server drains in half the budget, and no request waits longer.
+    drained = best["requests_per_s"] * (budget_ms / 2) / 1000
+    queue = QueuePolicy(max_size=max(1, round(drained)), timeout_us=round(budget_ms / 2 * 1000))
     return queue, {"requests_per_s": best["requests_per_s"], "p50_ms": best["p50_ms"],
                    "connections": best["connections"], "max_size": queue.max_size,
                    "timeout_us": queue.timeout_us}
@@ -649,10 +659,10 @@ def report(results: dict[str, Any], points: Sequence[Point], args: argparse.Name
     ]
     queue = results["queue"]
     out.append(
-        f"max_size = {queue['requests_per_s']:.0f} req/s x ({budget:g} - {queue['p50_ms']:.2f}) "
-        f"ms / 1000 = **{queue['max_size']}** (what the server drains within the budget after a "
-        f"request's own p50; a longer queue only adds latency), timeout_us = the budget = "
-        f"**{queue['timeout_us']}**.")
+        f"max_size = {queue['requests_per_s']:.0f} req/s x {budget / 2:g} ms / 1000 = "
+        f"**{queue['max_size']}** (what the server drains in half the budget; the other half is "
+        f"for the batch's run and the transport, and a longer queue only adds latency), "
+        f"timeout_us = half the budget = **{queue['timeout_us']}**.")
     check = results["queue_check"]
     connections = check["connections"]
     out += ["", f"Checked at {args.check_load:g}x the saturating concurrency "
@@ -717,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0,
                         help="a discarded run before each measured one")
     parser.add_argument("--p99-budget-ms", type=float, default=100.0)
-    parser.add_argument("--tolerance-pct", type=float, default=3.0,
+    parser.add_argument("--tolerance-pct", type=float, default=10.0,
                         help="points this close to the best score count as equal")
     parser.add_argument("--check-load", type=float, default=4.0,
                         help="the queue check's concurrency, times the saturating one")
