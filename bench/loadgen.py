@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import shutil
 import struct
@@ -144,23 +145,25 @@ def _percentiles(latencies_ms: np.ndarray) -> tuple[float, float, float]:
     return float(p50), float(p90), float(p99)
 
 
-def _h2load(base_url: str, request: Request, extra: Sequence[str], duration_s: float
-            ) -> tuple[int, int, tuple[float, float, float]]:
-    """(answered, failed, percentiles of the answered) of one h2load run."""
+def _h2load(base_url: str, request: Request, extra: Sequence[str], duration_s: float | None
+            ) -> tuple[int, int, tuple[float, float, float], float]:
+    """(answered, failed, percentiles of the answered, seconds it took) of one h2load run;
+    `duration_s` None: as long as `extra`'s request count takes."""
     if shutil.which("h2load") is None:
         raise RuntimeError("h2load not found: apt-get install nghttp2-client (make system-deps)")
     with tempfile.TemporaryDirectory(prefix="h2load-") as work:
         body = Path(work) / "body"
         body.write_bytes(request.body)
         log = Path(work) / "log.tsv"
-        cmd = ["h2load", "-t1", "-m1", f"-D{duration_s:g}", f"--log-file={log}",
-               "-d", str(body), *extra]
+        cmd = ["h2load", "-t1", "-m1", f"--log-file={log}", "-d", str(body), *extra]
+        if duration_s is not None:
+            cmd.append(f"-D{duration_s:g}")
         if request.protocol != "grpc":
             cmd.append("--h1")
         for header in request.headers:
             cmd += ["-H", header]
         cmd.append(base_url.rstrip("/") + request.path)
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=(duration_s or 600) + 60)
         if out.returncode != 0:
             raise RuntimeError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
         rows = [line.split("\t") for line in log.read_text().splitlines() if line]
@@ -171,8 +174,11 @@ def _h2load(base_url: str, request: Request, extra: Sequence[str], duration_s: f
     match = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, "
                       r"\d+ failed, (\d+) errored, (\d+) timeout", out.stdout)
     lost = int(match.group(1)) + int(match.group(2)) if match else 0
+    took = re.search(r"finished in ([\d.]+)(ms|s),", out.stdout)
+    took_s = (float(took.group(1)) / (1000 if took.group(2) == "ms" else 1) if took
+              else duration_s or 0.0)
     return (int(np.count_nonzero(ok)), int(np.count_nonzero(~ok)) + lost,
-            _percentiles(micros[ok] / 1e3))
+            _percentiles(micros[ok] / 1e3), took_s)
 
 
 def _wrk(url: str, request: Request, connections: int, duration_s: float
@@ -230,19 +236,32 @@ def closed(base_url: str, request: Request, connections: int, duration_s: float)
 
 def closed_h2load(base_url: str, request: Request, connections: int, duration_s: float
                   ) -> Result:
-    completed, failed, (p50, p90, p99) = _h2load(
+    completed, failed, (p50, p90, p99), _ = _h2load(
         base_url, request, [f"-c{connections}"], duration_s)
     return Result("h2load", "closed", connections, None, duration_s, completed, failed, p50,
                   p90, p99)
 
 
 def open_loop(base_url: str, request: Request, rate: float, duration_s: float,
-              connections: int = 256) -> Result:
-    """`rate` requests/s in all, spread over `connections` that each hold one at a time."""
-    per_connection = max(rate / connections, 0.1)
-    completed, failed, (p50, p90, p99) = _h2load(
-        base_url, request, [f"-c{connections}", f"--rps={per_connection:g}"], duration_s)
-    return Result("h2load", "open", connections, rate, duration_s, completed, failed, p50, p90,
+              connections: int | None = None) -> Result:
+    """`rate` requests/s in all for about `duration_s`, spread over `connections` that each hold
+    one request at a time and send on their own schedule (`--rps`).
+
+    The connections start staggered across one period of their schedule (h2load's `-r` and
+    `--rate-period`): started together, every connection fired in the same instant and the
+    server saw bursts of all of them (at half its capacity: p50 45 ms instead of 2 ms).
+    Default connections: what the rate needs at 150 ms per request, at least 64.
+    """
+    if connections is None:
+        connections = int(min(max(64, rate * 0.15), 4096))
+    per_connection = rate / connections
+    period_ms = 1000.0 / per_connection
+    per_ms = max(1, math.ceil(connections / period_ms))  # connections started per millisecond
+    total = connections * max(1, math.ceil(rate * duration_s / connections))
+    completed, failed, (p50, p90, p99), took_s = _h2load(
+        base_url, request, [f"-n{total}", f"-c{connections}", f"-r{per_ms}",
+                            "--rate-period=1ms", f"--rps={per_connection:g}"], None)
+    return Result("h2load", "open", connections, rate, took_s, completed, failed, p50, p90,
                   p99)
 
 
@@ -264,6 +283,20 @@ class ServerCounts:
             if f'model="{self.model}"' in labels:
                 totals[name] += float(value)
         return totals["nv_inference_request_success"], totals["nv_inference_request_failure"]
+
+    def settled(self, timeout_s: float = 3.0) -> tuple[float, float]:
+        """`read()` once two reads 100 ms apart agree: tritonserver counts a request when it
+        releases it, a moment after the client has its answer, so a read right after a run can
+        miss its last requests and give them to the next run."""
+        deadline = time.monotonic() + timeout_s
+        last = self.read()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.read()
+            if now == last:
+                return now
+            last = now
+        return last
 
 
 # -- rotating KServe JSON bodies under wrk (the variants, gateway, monitoring and overload benches)

@@ -176,9 +176,9 @@ def packed_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def checked(server: TritonServer, model: str, run: Callable[[], Result]) -> Result:
     """Run `run` and check tritonserver counted what the client saw."""
     counts = ServerCounts(server.metrics_url, model)
-    ok_before, failed_before = counts.read()
+    ok_before, failed_before = counts.settled()
     result = run()
-    ok_after, failed_after = counts.read()
+    ok_after, failed_after = counts.settled()
     counted, refused = ok_after - ok_before, failed_after - failed_before
     # requests still in flight when the client stops are counted by the server, not the client
     slack = result.connections + 1
@@ -198,8 +198,8 @@ def base_url(server: TritonServer, protocol: Protocol) -> str:
 
 
 @contextlib.contextmanager
-def start(repository: Path, work: Path, name: str, cache_bytes: int = 0
-          ) -> Iterator[TritonServer]:
+def start(repository: Path, work: Path, name: str, cache_bytes: int = 0,
+          stop_timeout_s: float = 30.0) -> Iterator[TritonServer]:
     server = TritonServer(ServerSettings(
         model_repository=repository, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), log_file=work / f"{name}.log",
@@ -208,7 +208,7 @@ def start(repository: Path, work: Path, name: str, cache_bytes: int = 0
         yield server
     finally:
         # clients cut off mid-request leave connections half-open; tritonserver waits on them
-        server.stop(check=False)
+        server.stop(timeout_s=stop_timeout_s, check=False)
 
 
 def measure_case(server: TritonServer, case: Case, request: Request, duration_s: float
@@ -282,16 +282,15 @@ def open_runs(spec: Spec, work: Path, protocol: Protocol, columns: Mapping[str, 
     for name, variant, loads in plans:
         for load in loads:
             repository = render(variant, work / f"repository-open-{name}-{load}".replace(" ", "-"))
-            with start(repository, work, f"open-{load}") as server:
+            # refused and cut-off connections stay half-open; tritonserver waits 30 s for them
+            with start(repository, work, f"open-{load}", stop_timeout_s=3) as server:
                 url = base_url(server, protocol)
                 closed(url, request, 16, min(duration_s, 2.0))
                 rss_before = rss_mib(server.pid or 0)
                 rate = load * saturated
-                # enough connections for the rate at the 100 ms budget, and then some
-                connections = int(min(max(256, rate * 0.25), 4096))
-                result = checked(server, MODEL, lambda u=url, r=rate, c=connections: open_loop(
-                    u, request, r, duration_s, connections=c))
-                offered = (result.completed + result.failed) / duration_s
+                result = checked(server, MODEL, lambda u=url, r=rate: open_loop(
+                    u, request, r, duration_s))
+                offered = (result.completed + result.failed) / result.duration_s
                 rows.append({"case": f"churn {protocol} open loop, {name}", "group": "open",
                              "load": load, **result.row(), "offered_per_s": round(offered, 1),
                              "refused_share": round(result.failed / max(
@@ -299,6 +298,23 @@ def open_runs(spec: Spec, work: Path, protocol: Protocol, columns: Mapping[str, 
                              "rss_mib_before": round(rss_before, 1),
                              "rss_mib_after": round(rss_mib(server.pid or 0), 1)})
                 logger.info("open %s %.1fx: %s", name, load, rows[-1])
+    return rows
+
+
+def median_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (case, connections): the median of its rounds (req/s, p50, p99), with the
+    lowest and highest req/s of the rounds."""
+    rows = []
+    for key in dict.fromkeys((r["case"], r["connections"]) for r in runs):
+        mine = [r for r in runs if (r["case"], r["connections"]) == key]
+        rates = [r["requests_per_s"] for r in mine]
+        row = dict(mine[0])
+        for field in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms"):
+            row[field] = round(float(np.median([r[field] for r in mine])), 3)
+        row.update(rounds=len(mine), failed=sum(r["failed"] for r in mine),
+                   completed=sum(r["completed"] for r in mine),
+                   requests_per_s_min=min(rates), requests_per_s_max=max(rates))
+        rows.append(row)
     return rows
 
 
@@ -372,14 +388,17 @@ def markdown(rows: list[dict[str, Any]], figures: Mapping[str, Any], machine: st
     lines = [f"# Benchmark suite ({machine})", "",
              "Every figure from one run on this machine; compare ratios, not absolute figures "
              "across machines.", "",
-             "| case | client | mode | c / rate | req/s | p50 ms | p99 ms | failed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| case | client | mode | c / rate | req/s | req/s over the rounds | p50 ms | "
+             "p99 ms | failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         load = (f"{r['target_rate']:.0f}/s ({r.get('load', '')}x)" if r.get("target_rate")
                 else str(r["connections"]))
+        spread = (f"{r['requests_per_s_min']:.0f}-{r['requests_per_s_max']:.0f}"
+                  if "requests_per_s_min" in r else "")
         lines.append(f"| {r['case']} | {r['client']} | {r['mode']} | {load} | "
-                     f"{r['requests_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['failed']} |")
+                     f"{r['requests_per_s']:.0f} | {spread} | {r['p50_ms']:.3f} | "
+                     f"{r['p99_ms']:.3f} | {r['failed']} |")
     lines += ["", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in figures.items()]
     return "\n".join(lines) + "\n"
@@ -392,7 +411,7 @@ def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(11, 7))
+    figure, axes = plt.subplots(figsize=(14, 7))
     closed_rows = [r for r in rows if r["mode"] == "closed" and r["group"] != "cache"]
     for case in dict.fromkeys(r["case"] for r in closed_rows):
         points = sorted((r["requests_per_s"], r["p99_ms"]) for r in closed_rows
@@ -409,7 +428,7 @@ def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
     axes.set_yscale("log")
     axes.axhline(10, color="grey", linewidth=0.8)
     axes.set_title(f"churn on tritonserver: throughput vs p99 (c=1 and c=64), {machine}")
-    axes.legend(fontsize=7, loc="upper left", ncol=2)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -426,6 +445,8 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="closed-loop rounds (median reported, spread beside it)")
     parser.add_argument("--quick", action="store_true",
                         help="four cases and no open-loop/cache runs (a smoke run)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/suite.json"))
@@ -459,15 +480,21 @@ def main() -> int:
     packed_served = (repositories["served"] / f"{MODEL}_packed").is_dir()
     todo = cases(packed_served, args.quick)
     rows: list[dict[str, Any]] = naive(make_request("http_json", MODEL, columns), args.duration_s)
-    for name, repository in repositories.items():
-        mine = [c for c in todo if c.server == name]
-        if not mine:
-            continue
-        with start(repository, work, name) as server:
-            for case in mine:
-                data = packed_columns(columns) if case.packed else columns
-                rows += measure_case(server, case, make_request(case.protocol, case.model, data),
-                                     args.duration_s)
+    # Rounds, each case once per round, the order reversed every other round: the speed of a
+    # shared machine drifts within minutes, and the median of the rounds is what is reported,
+    # with the spread of its throughput beside it.
+    runs: list[dict[str, Any]] = []
+    for round_index in range(args.rounds):
+        for name, repository in repositories.items():
+            mine = [c for c in todo if c.server == name]
+            if not mine:
+                continue
+            with start(repository, work, name) as server:
+                for case in (mine if round_index % 2 == 0 else mine[::-1]):
+                    data = packed_columns(columns) if case.packed else columns
+                    runs += measure_case(server, case, make_request(
+                        case.protocol, case.model, data), args.duration_s)
+    rows += median_rows(runs)
     # h2load and wrk on the same endpoint: the clients agree, so protocols compare fairly
     with start(repositories["served"], work, "clients") as server:
         request = make_request("http_json", MODEL, columns)
@@ -490,11 +517,14 @@ def main() -> int:
 
     figures = ratios(rows)
     where = machine()
-    print(f"\n{'case':<58} {'c/rate':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    print(f"\n{'case':<58} {'c/rate':>8} {'req/s':>8} {'rounds':>13} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'failed':>7}")
     for r in rows:
         load = f"{r['target_rate']:.0f}/s" if r.get("target_rate") else str(r["connections"])
-        print(f"{r['case']:<58} {load:>8} {r['requests_per_s']:>8.0f} {r['p50_ms']:>8.3f} "
-              f"{r['p99_ms']:>8.3f} {r['failed']:>7}")
+        spread = (f"{r['requests_per_s_min']:.0f}-{r['requests_per_s_max']:.0f}"
+                  if "requests_per_s_min" in r else "")
+        print(f"{r['case']:<58} {load:>8} {r['requests_per_s']:>8.0f} {spread:>13} "
+              f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['failed']:>7}")
     print(f"\n{where}; one run, ratios within it:")
     for key, value in figures.items():
         print(f"  {key:<62} {value:8.3f}")

@@ -25,6 +25,7 @@ from types import FrameType
 
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
 from tritonkit.paths import CACHE, PROJECT_ROOT
+from tritonkit.repository.layout import step_names
 from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.serve.stack import EmbeddedStack, StackOptions
 
@@ -300,9 +301,13 @@ def serve(server: TritonServer, start_timeout_s: float,
 
 
 def _ensembles(repository: Path) -> list[str]:
-    """The ensembles a model repository holds (what clients call)."""
-    return sorted(config.parent.name for config in repository.glob("*/config.pbtxt")
-                  if 'platform: "ensemble"' in config.read_text())
+    """What clients call in a model repository: its ensembles, and the packed entry point of
+    each where it has one (on a fused target a python step, not an ensemble)."""
+    ensembles = sorted(config.parent.name for config in repository.glob("*/config.pbtxt")
+                       if 'platform: "ensemble"' in config.read_text())
+    packed = [step_names(e)["packed"] for e in ensembles
+              if (repository / step_names(e)["packed"] / "config.pbtxt").exists()]
+    return sorted({*ensembles, *packed})
 
 
 def _serve_started(server: TritonServer, stack: EmbeddedStack) -> int:
