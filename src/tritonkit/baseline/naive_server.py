@@ -2,7 +2,7 @@
 
 It answers the same KServe v2 JSON as the `churn` ensemble (`POST /v2/models/churn/infer`), with
 the same validation (`tritonkit.features`) and the same ONNX graph, one request at a time. The
-serving benchmark (bench/serving.py) measures Triton against it::
+benchmark suite (bench/suite.py, `make bench`) measures Triton against it::
 
     python -m tritonkit.baseline.naive_server --port 8500
 """

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 #: Allocators preloaded into tritonserver, the first one present wins. glibc malloc/free took
 #: ~30 % of tritonserver's CPU at concurrency 64 (perf); jemalloc raised throughput ~25 %
-#: (bench/serving.py). Triton's own docs recommend jemalloc or tcmalloc. Debian: libjemalloc2.
+#: (bench/suite.py). Triton's own docs recommend jemalloc or tcmalloc. Debian: libjemalloc2.
 ALLOCATORS = (
     Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
     Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
