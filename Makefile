@@ -88,7 +88,7 @@ test-unit: $(STAMP) ## tests that start no server (seconds once the artefacts ex
 test-integration: $(STAMP) ## tests against real tritonserver processes on free ports
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps build-engines ## the suite: churn vs naive vs the no-op ceiling, per protocol, batching, instances, cache, open loop, overload; table + plot in bench/results/ (~8 min)
+bench: $(STAMP) system-deps build-engines ## the suite: churn vs naive vs the no-op ceiling, per protocol, batching, instances, cache, open loop, overload; table + plot in bench/results/ (~15 min)
 	$(PY) bench/suite.py --duration-s $(BENCH_DURATION_S)
 
 bench-monitoring: $(STAMP) system-deps build-engines ## what drift metrics and latency summaries cost the ensemble (wrk)
