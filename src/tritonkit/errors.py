@@ -28,6 +28,10 @@ class ArtifactMissingError(TritonKitError):
     """A build artefact is missing: run `make build-engines`."""
 
 
+class RepositoryError(TritonKitError):
+    """A rendered model repository cannot be served where its target says it runs."""
+
+
 class ServerStartError(TritonKitError):
     """tritonserver could not be started or did not become ready in time."""
 

@@ -59,6 +59,12 @@ class Target(_Frozen):
         description="run preprocessing and the ONNX model in one python step (one hop, not two); "
         "only where onnx_runtime is python",
     )
+    python_requirements: Path | None = Field(
+        None,
+        description="the pinned requirements of the image whose python backend runs this "
+        "target's steps (relative to the root): rendering fails on a step that imports "
+        "anything else; none: the project's own environment runs them",
+    )
 
     @model_validator(mode="after")
     def _fusable(self) -> Target:

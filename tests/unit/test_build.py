@@ -7,16 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import pytest
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.export.onnx_export import OUTPUT_NAMES, predict, session
-from tritonkit.families.tabular_classifier import head_graph
-from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository import config as cfg
 from tritonkit.spec import DEFAULT_SPEC, Spec, TabularClassifier, load_spec
@@ -42,24 +38,6 @@ def test_build_leaves_every_file_untouched_when_run_twice(artifacts: ChurnArtifa
     assert "variants up to date" in second.stderr
     assert "up to date" in second.stderr.split("variants up to date")[1]
     assert _snapshot(*folders) == before
-
-
-def test_head_graph_answers_as_the_full_graph_when_fed_the_core(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]],
-    churn_spec: TabularClassifier,
-) -> None:
-    """Production splits the graph (core on the GPU, head in a python step): the pieces in a
-    row must answer what the whole graph answers."""
-    matrix = schema.encode({n: np.array([c[n] for c in customers]) for n in ALL_FEATURES})
-    whole = predict(session(str(artifacts.onnx)), matrix)
-    core = session(str(artifacts.variant("fp32")))
-    (p,) = core.run(["churn_probability"], {"features": matrix})
-    head = session(head_graph(churn_spec.risk_thresholds, str(churn_spec.version)))
-    answers = dict(zip(OUTPUT_NAMES, head.run(list(OUTPUT_NAMES), {"churn_probability_in": p}),
-                       strict=True))
-    np.testing.assert_array_equal(answers["churn_probability"], whole["churn_probability"])
-    np.testing.assert_array_equal(answers["risk_level"], whole["risk_level"])
-    np.testing.assert_array_equal(answers["model_version"], whole["model_version"])
 
 
 def test_production_serves_a_variant_every_gpu_provider_runs_whole(

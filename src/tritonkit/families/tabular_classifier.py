@@ -10,8 +10,9 @@ churn_probability, risk_level and model_version (README, "The `churn` contract")
   (a python step calling onnxruntime on the same graph);
 - production (native onnxruntime on GPUs): `<name>_preprocess`, then `<name>_model`, the served
   variant's numeric core alone (standard ops the CUDA and TensorRT providers run), then
-  `<name>_postprocess`, the postprocessing head (string outputs, which GPU providers lack) on
-  onnxruntime in a python step, which also counts predictions for drift monitoring.
+  `<name>_postprocess`, the postprocessing head (string outputs, which GPU providers lack) in a
+  numpy python step (repository/steps/postprocess.py), which also counts predictions for drift
+  monitoring. No production step imports onnxruntime: the image has Triton's backend instead.
 
 Beside it, the packed entry point `<name>_packed` takes the same customers as two tensors,
 `numeric` and `categorical` (`tritonkit.features.PACKED_*`), and answers the same outputs: fused,
@@ -54,11 +55,10 @@ from tritonkit.features import (
     pack,
 )
 from tritonkit.repository import config as cfg
-from tritonkit.repository.layout import clear, copy_step, step_names
+from tritonkit.repository.layout import ONNX_SESSION, STEPS_DIR, clear, copy_step, step_names
 from tritonkit.spec import (
     ENGINE_SOURCES,
     TENSORRT_VARIANTS,
-    RiskThresholds,
     Spec,
     TabularClassifier,
     TargetName,
@@ -163,28 +163,6 @@ def _drift_parameters(name: str, model: TabularClassifier) -> dict[str, str]:
             "drift_warmup_requests": str(len(model.warmup_batch_sizes))}
 
 
-def head_graph(thresholds: RiskThresholds, version: str) -> onnx.ModelProto:
-    """The postprocessing head alone: churn_probability in; churn_probability, risk_level and
-    model_version out (the same nodes `append_head` puts after the classifier)."""
-    identity = onnx.helper.make_model(
-        onnx.helper.make_graph(
-            [onnx.helper.make_node("Identity", ["probability"], ["churn_probability"])],
-            "churn_head",
-            [onnx.helper.make_tensor_value_info("probability", onnx.TensorProto.FLOAT,
-                                                [None, 1])],
-            [onnx.helper.make_tensor_value_info("churn_probability", onnx.TensorProto.FLOAT,
-                                                [None, 1])]),
-        opset_imports=[onnx.helper.make_opsetid("", 17)])
-    identity.ir_version = 8
-    graph = append_head(identity, thresholds, version)
-    graph.graph.input[0].name = "churn_probability_in"
-    for node in graph.graph.node:
-        for k, value in enumerate(node.input):
-            if value == "probability":
-                node.input[k] = "churn_probability_in"
-    return graph
-
-
 def _save(graph: onnx.ModelProto, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(graph.SerializeToString(deterministic=True))
@@ -221,11 +199,14 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
         """The validating python step, for the 19 inputs or the packed pair: python on every
         target, with the whole graph inside when fused."""
         step_dir = repository / step_name
-        copy_step("preprocess.py", step_dir / version, [
-            *drift_files, (Path(features_module.__file__), "features.py"),
-            (paths.schema, "feature_schema.json")])
+        files = [*drift_files, (Path(features_module.__file__), "features.py"),
+                 (paths.schema, "feature_schema.json")]
         if target.fuse_python_steps:
+            copy_step("tabular_fused.py", step_dir / version, [
+                *files, (STEPS_DIR / "preprocess.py", "tabular_preprocess.py"), ONNX_SESSION])
             _save(full_graph, step_dir / version / "model.onnx")
+        else:
+            copy_step("preprocess.py", step_dir / version, files)
         return cfg.write_config(cfg.python_step_config(
             name=step_name, model=model, step=model.steps.preprocess,
             target=target_name, inputs=_packed_inputs(schema) if packed else _raw_inputs(schema),
@@ -275,21 +256,23 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
             written.append(cfg.write_config(model_config, model_dir))
             steps.append((names["model"], {INPUT_NAME: INPUT_NAME},
                           {"churn_probability": "churn_probability_raw"}))
-            # the head on onnxruntime's CPU provider, in a python step that counts predictions
+            # the head (string outputs, which GPU providers lack) in a numpy python step that
+            # also counts predictions
             post_dir = repository / names["postprocess"]
-            copy_step("onnx_model.py", post_dir / version, drift_files)
-            _save(head_graph(model.risk_thresholds, version), post_dir / version / "model.onnx")
+            copy_step("postprocess.py", post_dir / version, drift_files)
+            head = {"risk_medium": repr(model.risk_thresholds.medium),
+                    "risk_high": repr(model.risk_thresholds.high), "model_version": version}
             written.append(cfg.write_config(cfg.python_step_config(
                 name=names["postprocess"], model=model, step=model.steps.preprocess,
                 target=target_name, inputs=[cfg.tensor("churn_probability_in", "TYPE_FP32", [1])],
                 outputs=OUTPUTS,
-                parameters={"intra_op_num_threads": "1", **drift_parameters},
+                parameters={**head, **drift_parameters},
                 warmup=_zeros_warmup(model.warmup_batch_sizes, "churn_probability_in",
                                      "TYPE_FP32", [1])), post_dir))
             steps.append((names["postprocess"], {"churn_probability_in": "churn_probability_raw"},
                           all_outputs))
         else:
-            copy_step("onnx_model.py", model_dir / version, drift_files)
+            copy_step("onnx_model.py", model_dir / version, [*drift_files, ONNX_SESSION])
             _save(full_graph, model_dir / version / "model.onnx")
             written.append(cfg.write_config(cfg.python_step_config(
                 name=names["model"], model=model, step=model.steps.model,

@@ -5,7 +5,8 @@ The ensemble `<name>` takes `text` (BYTES, dims [1]: one text per row) and answe
 (FP32, dims [384], L2-normalised). Its steps:
 
 - fused (`fuse_python_steps`, embedded): `<name>_fused`, one python step that tokenizes the whole
-  dynamic batch and runs the served variant with onnxruntime (repository/steps/text_embedding.py);
+  dynamic batch and runs the served variant with onnxruntime
+  (repository/steps/text_embedding_fused.py);
 - split, python runtime: `<name>_preprocess` (the same step without a graph: it tokenizes) then
   `<name>_model` (onnx_model.py running the variant);
 - production (native onnxruntime on GPUs): `<name>_preprocess` (python tokenizer) then
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tritonkit.repository import config as cfg
-from tritonkit.repository.layout import clear, copy_step, step_names
+from tritonkit.repository.layout import ONNX_SESSION, STEPS_DIR, clear, copy_step, step_names
 from tritonkit.spec import TENSORRT_VARIANTS, Spec, TargetName, TextEmbedding
 from tritonkit.text import tokenizer as tokenizer_module
 from tritonkit.text.artifacts import TextEmbeddingArtifacts, export_stage
@@ -182,9 +183,13 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
     fused = target.fuse_python_steps
     pre_name = names["fused"] if fused else names["preprocess"]
     pre_dir = repository / pre_name
-    copy_step("text_embedding.py", pre_dir / version, text_files)
     if fused:
+        copy_step("text_embedding_fused.py", pre_dir / version, [
+            *text_files, (STEPS_DIR / "text_embedding.py", "text_embedding_step.py"),
+            ONNX_SESSION])
         shutil.copy2(paths.require_variant(variant), pre_dir / version / "model.onnx")
+    else:
+        copy_step("text_embedding.py", pre_dir / version, text_files)
     written.append(cfg.write_config(cfg.python_step_config(
         name=pre_name, model=model, step=model.steps.preprocess, target=target_name,
         inputs=[TEXT], outputs=[embedding] if fused else id_tensors,
@@ -203,7 +208,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
                   "target": target_name, "inputs": id_tensors, "outputs": [embedding],
                   "warmup": warmup}
         if target.onnx_runtime == "python":
-            copy_step("onnx_model.py", model_dir / version)
+            copy_step("onnx_model.py", model_dir / version, [ONNX_SESSION])
             shutil.copy2(paths.require_variant(variant), model_dir / version / "model.onnx")
             model_config = cfg.python_step_config(
                 **common, parameters={"intra_op_num_threads": "1"})

@@ -90,7 +90,10 @@ class TritonProbe:
         self.url = url.rstrip("/")
         self._admin_key = admin_key
         self._load_timeout_s = load_timeout_s
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
+        # Sent on every call: a model's config and its reload are restricted APIs where Triton
+        # runs with an admin key (serve/server.py RESTRICTED_APIS).
+        headers = {"admin-key": admin_key} if admin_key else {}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers)
 
     def ready(self) -> tuple[bool, str]:
         try:
@@ -140,10 +143,9 @@ class TritonProbe:
             raise HealError(f"reloading {model}: cannot read its config: {exc!r}") from exc
         config.setdefault("parameters", {})["tritonkit_reloaded_at"] = {
             "string_value": f"{time.time():.3f}"}
-        headers = {"admin-key": self._admin_key} if self._admin_key else {}
         try:
             response = self._client.post(
-                f"{self.url}/v2/repository/models/{model}/load", headers=headers,
+                f"{self.url}/v2/repository/models/{model}/load",
                 json={"parameters": {"config": json.dumps(config)}},
                 timeout=self._load_timeout_s)
         except httpx.HTTPError as exc:

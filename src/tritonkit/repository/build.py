@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tritonkit.errors import RepositoryError
 from tritonkit.families import family_of
+from tritonkit.paths import PROJECT_ROOT
+from tritonkit.repository.imports import undeclared_imports
 from tritonkit.repository.layout import repository_path, step_names
 from tritonkit.spec import Spec, TargetName
 
@@ -29,5 +32,14 @@ def render_repository(spec: Spec, target_name: TargetName, repository: Path | No
     written = []
     for name, model in spec.models.items():
         written += family_of(model).render(repository, spec, target_name, name, model)
+    requirements = spec.targets[target_name].python_requirements
+    if requirements is not None:
+        requirements = requirements if requirements.is_absolute() else PROJECT_ROOT / requirements
+        problems = undeclared_imports(repository, requirements)
+        if problems:
+            raise RepositoryError(
+                f"the {target_name} target's python steps import what its image lacks: "
+                + "; ".join(problems) + ". Pin the module (with its hashes) in "
+                f"{requirements}, or drop the import")
     logger.info("rendered %d models for target %s into %s", len(written), target_name, repository)
     return written

@@ -16,6 +16,9 @@ from tritonkit.spec import Spec
 
 #: The python-backend step sources the builder copies as `<step>/<version>/model.py`.
 STEPS_DIR = Path(__file__).resolve().parent / "steps"
+#: Beside every step that runs an ONNX graph in the python backend (the embedded target only:
+#: production's image has no onnxruntime module, its graphs run on Triton's own backend).
+ONNX_SESSION = (STEPS_DIR / "onnx_session.py", "onnx_session.py")
 
 
 def step_names(model_name: str) -> dict[str, str]:

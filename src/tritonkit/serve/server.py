@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
+import json
 import logging
 import os
 import shutil
@@ -44,6 +46,13 @@ ALLOCATORS = (
 )
 #: Log lines tritonserver writes on every machine without a GPU; not the reason for a failure.
 _CPU_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
+#: Triton's APIs that answer only requests carrying the admin key (`ServerSettings.admin_key`),
+#: over HTTP and gRPC: everything that changes or reveals the server beyond inference, health
+#: and metadata. Shared memory and the python backend were the subject of NVIDIA's 2025
+#: advisories for 2.51 (docs/production.md); deploy/triton/entrypoint.sh restricts the same list
+#: in the production image (a test compares the two).
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace",
+                   "logging")
 #: Each service tritonserver opens: (role, ServerSettings field, `make up` variable, CLI flag).
 _SERVICES = (
     ("HTTP", "http_port", "HTTP_PORT", "--http-port"),
@@ -70,10 +79,16 @@ class ServerSettings:
     # Latency quantiles (Prometheus summaries) cost ~23 % of tritonserver's CPU at concurrency 64
     # (perf: prometheus::Summary::Observe on every request of every model); off by default.
     summary_latencies: bool = False
-    # When set, Triton's model-repository API (load/unload, over HTTP and gRPC) answers only
-    # requests with the header `admin-key: <admin_key>`; the monitoring sidecar reloads a step
-    # whose python stub died with it (docs/platform.md).
+    # When set, each of RESTRICTED_APIS (model load/unload and config, shared memory,
+    # statistics, trace and log settings; over HTTP and gRPC) answers only requests with the
+    # header `admin-key: <admin_key>` (gRPC: `triton-grpc-protocol-admin-key`); the monitoring
+    # sidecar reloads a step whose python stub died with it (docs/platform.md).
     admin_key: str | None = None
+    # The virtualenv whose Python runs the python stubs (its interpreter's version picks the
+    # stub; its site-packages are the steps' only third-party modules). None: this interpreter
+    # and its environment. The production-parity test passes one made from the image's
+    # requirements alone (`python_environment.make_environment`).
+    python_environment: Path | None = None
     # Preload jemalloc/tcmalloc (see ALLOCATORS) when one is installed.
     preload_allocator: bool = True
     extra_args: tuple[str, ...] = ()
@@ -104,16 +119,55 @@ def tritonserver_binary() -> Path:
     return binary
 
 
-def prepare_backend_directory(target: Path) -> Path:
+@dataclasses.dataclass(frozen=True)
+class StubPython:
+    """The Python that runs the python stubs: its version (which stub), where its libpython
+    lies, its bin/ and the site-packages the steps import from."""
+
+    version: str
+    libdir: str
+    bin_dir: str
+    site_packages: tuple[str, ...]
+    #: a virtualenv of its own (not this interpreter's environment)
+    separate: bool = False
+
+
+_PROBE = ("import json, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps({"
+          "'version': '%d.%d' % sys.version_info[:2], 'libdir': sysconfig.get_config_var("
+          "'LIBDIR'), 'bin_dir': p['scripts'], 'site_packages': [p['purelib'], p['platlib']]}))")
+
+
+@functools.cache
+def stub_python(environment: Path | None = None) -> StubPython:
+    """This interpreter, or the virtualenv at `environment` (asked by running its python)."""
+    if environment is None:
+        paths = sysconfig.get_paths()
+        return StubPython(f"{sys.version_info.major}.{sys.version_info.minor}",
+                          str(sysconfig.get_config_var("LIBDIR")),
+                          str(Path(sys.executable).parent),
+                          tuple(dict.fromkeys([paths["purelib"], paths["platlib"]])))
+    python = environment / "bin" / "python"
+    if not python.exists():
+        raise ServerStartError(f"{environment} is not a virtualenv: {python} is missing")
+    done = subprocess.run([str(python), "-I", "-c", _PROBE], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise ServerStartError(f"{python} does not run: {done.stderr.strip()[-500:]}")
+    found = json.loads(done.stdout)
+    return StubPython(found["version"], found["libdir"], found["bin_dir"],
+                      tuple(dict.fromkeys(found["site_packages"])), separate=True)
+
+
+def prepare_backend_directory(target: Path, version: str | None = None) -> Path:
     """Lay out `<target>/python/` the way Triton expects, from the wheel's files.
 
     The wheel keeps the backend library and one stub per Python version apart; Triton wants the
-    stub beside `libtriton_python.so`. The stub must match the Python that runs the steps, which
-    is this interpreter.
+    stub beside `libtriton_python.so`. The stub must match the Python that runs the steps
+    (`version`, "3.11"; default this interpreter's).
     """
     root = _pytriton_root() / "tritonserver"
     source = root / "backends" / "python"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    version = version or f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise ServerStartError(
@@ -141,27 +195,34 @@ def find_allocator() -> Path | None:
     return next((path for path in ALLOCATORS if path.exists()), None)
 
 
-def server_environment(preload_allocator: bool = True) -> dict[str, str]:
+def server_environment(preload_allocator: bool = True, python: StubPython | None = None
+                       ) -> dict[str, str]:
     """Environment for tritonserver and the python stubs it spawns.
 
     Workaround (Triton 2.51 from the pytriton wheel): the stub links `libcudart` from the wheel's
-    `nvidia_pytriton.libs` and `libpython3.X.so` from this interpreter's LIBDIR, and imports
-    numpy/onnxruntime through PYTHONPATH, so all three must be set for it.
+    `nvidia_pytriton.libs` and `libpython3.X.so` from its Python's LIBDIR, and imports
+    numpy/onnxruntime through PYTHONPATH, so all three must be set for it. A separate
+    environment (`python.separate`) gets its own site-packages alone: nothing of this process's
+    PYTHONPATH reaches the steps.
     """
+    python = python or stub_python()
     root = _pytriton_root()
-    libs = [str(root.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
+    libs = [str(root.parent / "nvidia_pytriton.libs"), python.libdir]
     env = dict(os.environ)
     if env.get("LD_LIBRARY_PATH"):
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = ":".join(libs)
-    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    if env.get("PYTHONPATH"):
+    paths = list(python.site_packages)
+    if env.get("PYTHONPATH") and not python.separate:
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = ":".join(dict.fromkeys(paths))
+    if python.separate:
+        env.pop("VIRTUAL_ENV", None)
+        env.pop("PYTHONHOME", None)
     # The stub's embedded interpreter ignores PYTHONPATH and finds its prefix (and so its
-    # site-packages) from the first `python3` on PATH: put this interpreter's bin/ first, so a
+    # site-packages) from the first `python3` on PATH: put its Python's bin/ first, so a
     # virtualenv's numpy < 2 is the one imported, not a system numpy 2 (docs/platform.md).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([python.bin_dir, env.get("PATH", "")])
     # Each step is one process per instance; extra BLAS/ORT threads only fight over the cores.
     env.setdefault("OMP_NUM_THREADS", "1")
     allocator = find_allocator() if preload_allocator else None
@@ -263,8 +324,9 @@ class TritonServer:
     def command(self) -> list[str]:
         """The full tritonserver command line."""
         s = self.settings
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        backend_dir = prepare_backend_directory(CACHE / "triton-backends" / f"python{version}")
+        version = stub_python(s.python_environment).version
+        backend_dir = prepare_backend_directory(CACHE / "triton-backends" / f"python{version}",
+                                                version)
         cmd = [
             str(tritonserver_binary()),
             f"--model-repository={s.model_repository.resolve()}",
@@ -291,9 +353,10 @@ class TritonServer:
                 f"--cache-config=local,size={s.cache_size_bytes}",
             ]
         if s.admin_key:
+            restricted = ",".join(RESTRICTED_APIS)
             cmd += [
-                f"--http-restricted-api=model-repository:admin-key={s.admin_key}",
-                f"--grpc-restricted-protocol=model-repository:admin-key={s.admin_key}",
+                f"--http-restricted-api={restricted}:admin-key={s.admin_key}",
+                f"--grpc-restricted-protocol={restricted}:admin-key={s.admin_key}",
             ]
         cmd += list(s.extra_args)
         return cmd
@@ -320,7 +383,8 @@ class TritonServer:
             cmd,
             stdout=log_handle,
             stderr=subprocess.STDOUT,
-            env=server_environment(self.settings.preload_allocator),
+            env=server_environment(self.settings.preload_allocator,
+                                   stub_python(self.settings.python_environment)),
             preexec_fn=_die_with_parent,
         )
         try:

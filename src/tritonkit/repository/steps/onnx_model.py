@@ -2,18 +2,18 @@
 
 On the production target Triton's native onnxruntime backend serves the same `model.onnx`; here
 the wheel has only the python backend, so this step stands in for it. The repository builder
-copies this file as `<model>/1/model.py` beside `model.onnx`. Inputs and outputs are read from
-the model's config, so the step serves any ONNX model; a dynamic batch of requests runs as one
-onnxruntime call; if that call raises, each request runs alone and only those that still fail
-get an error (HTTP 500, with onnxruntime's message).
+copies this file as `<model>/1/model.py` beside `model.onnx` and `onnx_session.py`. Inputs and
+outputs are read from the model's config, so the step serves any ONNX model; a dynamic batch
+of requests runs as one onnxruntime call; if that call raises, each request runs alone and
+only those that still fail get an error (HTTP 500, with onnxruntime's message).
 """
 
 import json
 import os
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from onnx_session import cpu_session
 from step_errors import answer_isolating, describe, error, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
@@ -30,12 +30,8 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         params = config.get("parameters", {})
         threads = int(params.get("intra_op_num_threads", {}).get("string_value", "1"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         # Where the model answers churn predictions, count them for drift monitoring.
         self.drift = None
         if DriftPublisher is not None and {"churn_probability", "risk_level"} <= set(self.outputs):

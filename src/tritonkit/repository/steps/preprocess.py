@@ -7,9 +7,10 @@ bad row gets an INVALID_ARG error (HTTP 400) naming the feature and the problem,
 on. If the pass itself raises (onnxruntime, say), each request is run alone and only those that
 still fail get an INTERNAL error (HTTP 500) with the exception's message.
 
-Its output is the encoded `features` matrix. Where the builder also puts `model.onnx` beside it
-(a target that fuses python steps), it runs that graph on the batch with onnxruntime and returns
-the graph's outputs instead: one python hop instead of two.
+Its output is the encoded `features` matrix. On a target that fuses python steps the builder
+serves `tabular_fused.py` instead, which is this step with the graph inside (`load_graph`): it
+runs `model.onnx` on the batch with onnxruntime and returns the graph's outputs, one python hop
+instead of two. This file itself imports numpy alone (the production image's requirements).
 
 Its inputs are the config's: one tensor per feature, or the packed pair `numeric` and
 `categorical` (`features.PACKED_*`), which tritonserver and the stub hand over for a fraction of
@@ -53,17 +54,7 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         self.packed = {i["name"] for i in config["input"]} == {PACKED_NUMERIC, PACKED_CATEGORICAL}
         self.order = PackedColumns.of(self.schema)
-        self.session = None
-        model_path = os.path.join(here, "model.onnx")
-        if os.path.exists(model_path):
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(
-                model_path, options, providers=["CPUExecutionProvider"]
-            )
+        self.session = self.load_graph(here)
 
         self.drift = DriftPublisher.start(here, args) if DriftPublisher is not None else None
         self.counting = False  # whether the current execute call's rows are counted
@@ -85,6 +76,11 @@ class TritonPythonModel:
         # concurrency 64 (wrk, two A/B runs). The step makes few reference cycles.
         gc.freeze()
         gc.set_threshold(100_000, 50, 50)
+
+    def load_graph(self, here):
+        """The onnxruntime session of the graph this step runs after encoding: none here (the
+        encoded matrix is the output); `tabular_fused.py` loads `model.onnx`."""
+        return None
 
     def _rows(self, inputs):
         """Rows of one request's inputs (what `_read` made of them)."""

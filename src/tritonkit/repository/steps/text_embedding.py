@@ -1,11 +1,12 @@
 """Triton python-backend step of a text-embedding model: tokenize a dynamic batch of texts, and
-where the builder puts `model.onnx` beside it (a target that fuses python steps) embed them.
+on a target that fuses python steps embed them too.
 
 The builder copies this file as `<model>/<version>/model.py` with `text_tokenizer.py`
-(tritonkit/text/tokenizer.py), `tokenizer.json` and `step_errors.py` beside it; the step needs
-numpy, tokenizers and onnxruntime, never torch. Its config parameter `max_sequence_length` sets
-the truncation. One `execute` call gets a dynamic batch of requests, each with `text` [rows, 1]
-(BYTES):
+(tritonkit/text/tokenizer.py), `tokenizer.json` and `step_errors.py` beside it; it needs numpy
+and tokenizers alone (the production image's requirements), never torch. A fused target serves
+`text_embedding_fused.py` instead: this step with the encoder inside (`load_graph`), which adds
+onnxruntime. Its config parameter `max_sequence_length` sets the truncation. One `execute`
+call gets a dynamic batch of requests, each with `text` [rows, 1] (BYTES):
 
 - every request's texts are checked first; a request with a bad text (not UTF-8, empty) gets an
   INVALID_ARG error (HTTP 400) naming the row and the problem, the others go on;
@@ -43,17 +44,12 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         here = os.path.join(args["model_repository"], args["model_version"])
         self.tokenizer = TextTokenizer.from_file(os.path.join(here, "tokenizer.json"))
-        self.session = None
-        model_path = os.path.join(here, "model.onnx")
-        if os.path.exists(model_path):
-            import onnxruntime as ort
+        self.session = self.load_graph(here, int(params.get("intra_op_num_threads", "1")))
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = int(params.get("intra_op_num_threads", "1"))
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.session = ort.InferenceSession(model_path, options,
-                                                providers=["CPUExecutionProvider"])
+    def load_graph(self, here, threads):
+        """The onnxruntime session of the encoder this step runs after tokenizing: none here
+        (the ids are the output); `text_embedding_fused.py` loads `model.onnx`."""
+        return None
 
     def execute(self, requests):
         """Answer every request of a dynamic batch; one request's failure is its own alone."""
