@@ -204,8 +204,8 @@ def time_to_fallback(repository: Path, work: Path, key: str) -> dict[str, float]
     customer = read_customers(ChurnArtifacts.for_version(1).test_rows)[0]
     body = gateway_body(customer).encode()
     port = free_port()
-    gateway = GatewayProcess(triton_url=triton.grpc_url, port=port,
-                             keys_file=work / "keys.json", extra_args=_NO_LIMITS).start()
+    gateway = GatewayProcess(triton_url=triton.grpc_url, port=port, keys_file=work / "keys.json",
+                             dev_mode=True, extra_args=_NO_LIMITS).start()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
@@ -323,7 +323,7 @@ def main() -> int:
                 triton_url=triton.grpc_url if protocol == "grpc"
                 else triton.http_url.removeprefix("http://"),
                 protocol=protocol, port=free_port(), keys_file=work / "keys.json",
-                extra_args=[*_NO_LIMITS, "--coalesce", mode]))
+                dev_mode=True, extra_args=[*_NO_LIMITS, "--coalesce", mode]))
             assert gateway.pid is not None
             targets[f"gateway_{protocol}_coalesce_{mode}"] = Target(
                 f"{gateway.url}/predict", gateway_lua, [gateway.pid], triton_pids)
@@ -352,7 +352,8 @@ def main() -> int:
                                f"{kserve_tenure}{tenure}]", kserve_tenure, "]"),
                     args.duration_s, extras, (1,))
             with GatewayProcess(triton_url=triton.grpc_url, port=free_port(),
-                                keys_file=work / "keys.json", extra_args=_NO_LIMITS) as gateway:
+                                keys_file=work / "keys.json", dev_mode=True,
+                                extra_args=_NO_LIMITS) as gateway:
                 url = f"{gateway.url}/predict"
                 measure("cache_hit_gateway", url,
                         keyed_lua([one_gateway], work / "hit-gw", key),

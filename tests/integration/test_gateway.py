@@ -26,6 +26,7 @@ from tritonkit.features import ALL_FEATURES, CATEGORICAL_FEATURES, NUMERIC_BOUND
 from tritonkit.gateway.app import create_app
 from tritonkit.gateway.auth import add_key, ensure_dev_keys
 from tritonkit.gateway.breaker import CircuitBreaker
+from tritonkit.gateway.edge import server_config
 from tritonkit.gateway.settings import GatewaySettings
 from tritonkit.gateway.tls import make_self_signed
 from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
@@ -40,10 +41,8 @@ class RunningGateway:
     def __init__(self, settings: GatewaySettings, cafile: Path | None) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, ssl_certfile=settings.tls_cert,
-            ssl_keyfile=settings.tls_key, log_level="warning", access_log=False,
-            loop="asyncio", lifespan="on")
+        config = server_config(self.app, settings, host="127.0.0.1", port=0,
+                               log_level="warning", access_log=False, loop="asyncio")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
@@ -125,7 +124,7 @@ def _settings(triton_url: str, keys: dict[str, Any], certs: tuple[Path, Path] | 
     values: dict[str, Any] = {
         "triton_url": triton_url, "protocol": "grpc", "port": 0,
         "keys_file": keys["file"], "rate_limit_per_key": "100000/minute",
-        "rate_limit_global": "100000/minute", "triton_timeout_s": 5.0,
+        "rate_limit_global": "100000/minute", "triton_timeout_s": 5.0, "dev_mode": True,
     }
     if certs is not None:
         values.update(tls_cert=certs[0], tls_key=certs[1])

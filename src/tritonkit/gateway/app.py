@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from prometheus_client import start_http_server
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -51,7 +52,7 @@ from tritonkit.gateway.predict import (
     refused,
 )
 from tritonkit.gateway.ratelimit import RateLimitMiddleware, RateLimits
-from tritonkit.gateway.settings import GatewaySettings
+from tritonkit.gateway.settings import GatewayConfigError, GatewaySettings, production_problems
 from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, artifacts: ChurnArtifacts | None = None
                  ) -> None:
+        problems = production_problems(settings)
+        if problems:
+            raise GatewayConfigError("the gateway will not serve outside dev mode: "
+                                     + "; ".join(problems))
         self.settings = settings
         paths = artifacts or ChurnArtifacts.for_version(settings.model_version)
         self.schema = paths.load_schema()
@@ -86,7 +91,7 @@ class Gateway:
         self.breaker = CircuitBreaker(failure_threshold=settings.breaker_failures,
                                       reset_timeout_s=settings.breaker_reset_s,
                                       on_change=self.metrics.on_breaker_change)
-        self.keys = KeyStore.load(settings.keys_file)
+        self.keys = KeyStore.load(settings.key_store)
         self.limits = RateLimits(per_key=settings.rate_limit_per_key,
                                  overall=settings.rate_limit_global,
                                  storage=settings.rate_limit_storage,
@@ -100,6 +105,9 @@ class Gateway:
         self.probe_row["seniorcitizen"] = int(self.probe_row["seniorcitizen"])
         self._ready: tuple[float, bool, str] | None = None
         self._ready_lock = asyncio.Lock()
+        self._metrics_server: Any = None
+        #: the port /metrics answers on when `settings.metrics_port` is set (0: picked at start)
+        self.metrics_port: int | None = None
 
     # -- lifecycle (inside the event loop: the asyncio clients bind to it) ---------------------
     async def start(self) -> None:
@@ -110,6 +118,11 @@ class Gateway:
             self.coalescer = Coalescer(self._infer_counted, max_rows=s.coalesce_max_rows,
                                        max_wait_s=s.coalesce_max_wait_s,
                                        max_in_flight=s.coalesce_max_in_flight)
+        if s.metrics_port is not None:
+            # prometheus_client's own threaded server: /metrics off the public port
+            self._metrics_server, _ = start_http_server(s.metrics_port, s.host,
+                                                        registry=self.metrics.registry)
+            self.metrics_port = int(self._metrics_server.server_port)
         logger.info("gateway -> Triton %s (%s), coalescing %s, fallback %s, %d key(s)",
                     s.triton_url, s.protocol, "on" if s.coalesce else "off",
                     self.fallback.version if self.fallback else "off", len(self.keys))
@@ -119,6 +132,10 @@ class Gateway:
             await self.coalescer.drain()
         if self.upstream is not None:
             await self.upstream.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
     # -- answering ----------------------------------------------------------------------------
     async def _infer_counted(self, rows: Sequence[dict[str, Any]]) -> list[Answer]:
@@ -222,6 +239,9 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
                     f"the `{KEY_HEADER}` header. Answers marked `degraded` come from the "
                     "fallback model while Triton cannot answer.",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.gateway = gateway
 
@@ -254,14 +274,15 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
                 "fallback": gateway.fallback.version if gateway.fallback else None}
         return _json(200 if ok else 503, body)
 
-    @app.get("/metrics", summary="Prometheus metrics of the gateway")
-    async def metrics() -> Response:
-        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+    if settings.metrics_port is None:
+        @app.get("/metrics", summary="Prometheus metrics of the gateway")
+        async def metrics() -> Response:
+            return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/admin/keys/reload", summary="Re-read the key store (admin key)",
               openapi_extra={"security": [{"ApiKey": []}]})
     async def reload_keys() -> dict[str, int]:
-        store.keys = KeyStore.load(settings.keys_file)
+        store.keys = KeyStore.load(settings.key_store)
         return {"keys": len(store.keys)}
 
     @app.post("/admin/breaker/reset", summary="Close the breaker now (admin key)",

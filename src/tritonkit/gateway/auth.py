@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import orjson
 
+from tritonkit.gateway.settings import DEV_KEY_FILES
+
 Role = Literal["caller", "admin"]
 KEY_HEADER = "X-API-Key"
 _KEY_HEADER_LOWER = KEY_HEADER.lower().encode()
@@ -83,16 +85,19 @@ class KeyStore:
         return found
 
 
-def _write_store(path: Path, data: dict[str, Any]) -> None:
+def _write_store(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.chmod(partial, 0o600)
+    os.chmod(partial, mode)
     os.replace(partial, path)
 
 
-def add_key(path: Path, *, name: str, role: Role = "caller", key: str | None = None) -> str:
-    """Add a key to the store (its hash only) and return the key, which is not kept anywhere."""
+def add_key(path: Path, *, name: str, role: Role = "caller", key: str | None = None,
+            development: bool = False, mode: int = 0o600) -> str:
+    """Add a key to the store (its hash only) and return the key, which is not kept anywhere.
+    A `development` key is marked so: a gateway outside dev mode refuses a store holding one.
+    `mode`: the store file's permissions."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -100,8 +105,11 @@ def add_key(path: Path, *, name: str, role: Role = "caller", key: str | None = N
     if any(item["name"] == name for item in data["keys"]):
         raise ValueError(f"{path} already has a key named {name!r}: pick another name")
     key = key or generate_key()
-    data["keys"].append({"name": name, "role": role, "sha256": key_hash(key)})
-    _write_store(path, data)
+    entry: dict[str, Any] = {"name": name, "role": role, "sha256": key_hash(key)}
+    if development:
+        entry["development"] = True
+    data["keys"].append(entry)
+    _write_store(path, data, mode)
     return key
 
 
@@ -109,22 +117,24 @@ def ensure_dev_keys(keys_file: Path) -> dict[str, str]:
     """The development keys, created on first use: {"caller": key, "admin": key}.
 
     For development only: the plain keys are kept in `dev-api-key` and `dev-admin-key`
-    (mode 0600) beside the store, so `make api-key` can print them again. Production keys are
-    made with `python -m tritonkit.gateway.cli add-key`, which shows a key once and keeps only its
-    hash.
+    (mode 0600) beside the store, so `make api-key` can print them again, and the store marks
+    them `development`: a gateway outside dev mode refuses to start on such a store. Production
+    keys are made with `python -m tritonkit.gateway.cli add-key` (or `make production-secrets`),
+    which shows a key once and keeps only its hash.
     """
     keys: dict[str, str] = {}
     roles: tuple[tuple[Role, str], ...] = (("caller", "dev"), ("admin", "dev-admin"))
     for role, name in roles:
-        plain = keys_file.parent / ("dev-api-key" if role == "caller" else "dev-admin-key")
+        plain = keys_file.parent / DEV_KEY_FILES[0 if role == "caller" else 1]
         store = KeyStore.load(keys_file)
         if plain.exists():
             key = plain.read_text().strip()
             if store.authenticate(key) is None:  # the store was replaced: register it again
-                add_key(keys_file, name=f"{name}-{secrets.token_hex(2)}", role=role, key=key)
+                add_key(keys_file, name=f"{name}-{secrets.token_hex(2)}", role=role, key=key,
+                        development=True)
         else:
             key = generate_key()
-            add_key(keys_file, name=name, role=role, key=key)
+            add_key(keys_file, name=name, role=role, key=key, development=True)
             plain.parent.mkdir(parents=True, exist_ok=True)
             plain.write_text(key + "\n")
             os.chmod(plain, 0o600)

@@ -21,7 +21,12 @@ from typing import Any
 
 from tritonkit.errors import TritonKitError
 from tritonkit.gateway.auth import add_key, ensure_dev_keys
-from tritonkit.gateway.settings import CERTS_DIR, GatewaySettings
+from tritonkit.gateway.settings import (
+    CERTS_DIR,
+    DEFAULT_KEYS_FILE,
+    GatewaySettings,
+    production_problems,
+)
 from tritonkit.gateway.tls import make_self_signed
 
 logger = logging.getLogger(__name__)
@@ -34,7 +39,18 @@ _HELP = {
     "port": "port to listen on",
     "tls_cert": "TLS certificate (PEM); with --tls-key the gateway serves HTTPS",
     "tls_key": "TLS private key (PEM)",
-    "keys_file": "key store: JSON with the SHA-256 of each API key",
+    "keys_file": "key store: JSON with the SHA-256 of each API key (required outside dev mode)",
+    "dev_mode": "development mode: the development keys, plain HTTP; `make up` and `make "
+                "gateway` use it. Outside it the gateway refuses development keys, an empty or "
+                "unreadable key store, and plain HTTP without --plain-http",
+    "plain_http": "serve plain HTTP outside dev mode (only behind a proxy that terminates TLS)",
+    "docs": "serve /docs and /openapi.json",
+    "metrics_port": "serve /metrics on this port (plain HTTP, internal) instead of the public "
+                    "one",
+    "header_timeout_s": "longest a request's headers may take to arrive, seconds (408)",
+    "body_timeout_s": "longest a request's body may take to arrive after its headers, s (408)",
+    "keep_alive_timeout_s": "idle seconds before a kept-alive connection is closed",
+    "max_connections": "connections open at once; a request beyond gets 503 and Retry-After",
     "rate_limit_per_key": "requests per API key, e.g. 200/second",
     "rate_limit_global": "requests for all keys together, e.g. 5000/second",
     "rate_limit_storage": "rate-limit counters: memory:// (per replica) or "
@@ -75,15 +91,21 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             kind = type(default)
         elif field.name in ("tls_cert", "tls_key", "keys_file"):
             kind = Path
+        elif field.name == "metrics_port":
+            kind = int
         else:
             kind = str
-        if env in os.environ:
+        if os.environ.get(env, "") != "":
             default = kind(os.environ[env])
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
-                            default=default,
+        flag = f"--{field.name.replace('_', '-')}"
+        text = f"{_HELP[field.name]} (env {env}; default: {default})"
+        if kind is _bool:  # `--dev-mode` alone, or `--dev-mode false`
+            parser.add_argument(flag, dest=field.name, type=kind, nargs="?", const=True,
+                                default=default, metavar="true|false", help=text)
+            continue
+        parser.add_argument(flag, dest=field.name, type=kind, default=default,
                             choices=["grpc", "http"] if field.name == "protocol" else None,
-                            help=f"{_HELP[field.name]} (env {env}; "
-                                                  f"default: {default})")
+                            help=text)
     parser.add_argument("--log-level", default=os.environ.get(_ENV + "LOG_LEVEL", "info"),
                         help="uvicorn and gateway log level (env TRITONKIT_GATEWAY_LOG_LEVEL)")
     parser.add_argument("--access-log", action="store_true",
@@ -97,11 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _add_serve_options(commands.add_parser("serve", help="serve the gateway (foreground)"))
     keys = commands.add_parser("api-key", help="print the development keys, creating them on "
                                                "first use (make api-key)")
-    keys.add_argument("--keys-file", type=Path, default=GatewaySettings().keys_file)
+    keys.add_argument("--keys-file", type=Path, default=DEFAULT_KEYS_FILE)
     add = commands.add_parser("add-key", help="add a key to the store and print it once")
     add.add_argument("--name", required=True, help="who the key is for (in logs and limits)")
     add.add_argument("--role", choices=["caller", "admin"], default="caller")
-    add.add_argument("--keys-file", type=Path, default=GatewaySettings().keys_file)
+    add.add_argument("--keys-file", type=Path, default=DEFAULT_KEYS_FILE)
     certs = commands.add_parser("certs", help="write a self-signed pair (make certs)")
     certs.add_argument("--out", type=Path, default=CERTS_DIR)
     certs.add_argument("--overwrite", action="store_true")
@@ -112,18 +134,20 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tritonkit.gateway.app import create_app
+    from tritonkit.gateway.edge import server_config
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GatewaySettings)}
     settings = GatewaySettings(**values)
-    if not settings.keys_file.exists():
+    problems = production_problems(settings)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if not settings.key_store.exists():
         logger.warning("no key store at %s: every /predict gets 401 (make api-key creates "
-                       "the development keys)", settings.keys_file)
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port,
-        ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
-        log_level=args.log_level, access_log=args.access_log, server_header=False,
-        loop="uvloop", http="httptools", lifespan="on",
-    )
+                       "the development keys)", settings.key_store)
+    config = server_config(create_app(settings), settings, log_level=args.log_level,
+                           access_log=args.access_log)
     # uvicorn re-raises the SIGINT it shut down on once it is done: that is a clean stop.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()

@@ -55,6 +55,10 @@ class GatewayMetrics:
         self.triton_requests = Counter(
             "gateway_triton_requests", "Requests sent to Triton, by outcome", ["outcome"],
             registry=r)
+        self.connection_refusals = Counter(
+            "gateway_connection_refusals", "Requests refused at the HTTP edge, by reason: "
+            "header_timeout or body_timeout (408), connection_limit (503)", ["reason"],
+            registry=r)
         self.triton_rows = Histogram(
             "gateway_triton_request_rows", "Customers per Triton request (coalescing at work)",
             buckets=_ROWS_BUCKETS, registry=r)

@@ -30,7 +30,7 @@ class GatewayProcess(ChildProcess):
     def __init__(self, *, triton_url: str, protocol: str = "grpc", host: str = "127.0.0.1",
                  port: int = 8080, tls_cert: Path | None = None, tls_key: Path | None = None,
                  keys_file: Path = DEFAULT_KEYS_FILE, log_file: Path | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 dev_mode: bool = False, extra_args: Sequence[str] = ()) -> None:
         super().__init__(port=port, host=host, log_file=log_file or Path(
             tempfile.mkdtemp(prefix="gateway-")) / "gateway.log")
         self.tls_cert = tls_cert
@@ -39,6 +39,8 @@ class GatewayProcess(ChildProcess):
             "--triton-url", triton_url, "--protocol", protocol, "--host", host,
             "--port", str(port), "--keys-file", str(keys_file), *extra_args,
         ]
+        if dev_mode:  # the development keys and plain HTTP (make up)
+            self._command.append("--dev-mode")
         if tls_cert is not None and tls_key is not None:
             self._command += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
 

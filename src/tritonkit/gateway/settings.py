@@ -9,9 +9,12 @@ environment variables; tests build it directly::
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
+from tritonkit.errors import TritonKitError
 from tritonkit.paths import CACHE
 
 GATEWAY_DIR = CACHE / "gateway"
@@ -19,6 +22,12 @@ GATEWAY_DIR = CACHE / "gateway"
 DEFAULT_KEYS_FILE = GATEWAY_DIR / "keys.json"
 #: Where `make certs` writes its self-signed pair.
 CERTS_DIR = CACHE / "certs"
+#: The plain development keys `ensure_dev_keys` keeps beside the store (caller, admin).
+DEV_KEY_FILES = ("dev-api-key", "dev-admin-key")
+
+
+class GatewayConfigError(TritonKitError):
+    """The gateway's settings cannot serve: the message says what to change."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,8 +47,28 @@ class GatewaySettings:
     tls_cert: Path | None = None
     #: TLS private key (PEM)
     tls_key: Path | None = None
-    #: the key store: JSON with the SHA-256 of each API key, never the keys
-    keys_file: Path = DEFAULT_KEYS_FILE
+    #: the key store: JSON with the SHA-256 of each API key, never the keys (required outside
+    #: dev mode; in dev mode the development store, .cache/gateway/keys.json)
+    keys_file: Path | None = None
+    #: development mode (make up, make gateway): the development keys, plain HTTP and the
+    #: interactive docs are allowed. Outside it the gateway refuses to start on development
+    #: keys, an empty or unreadable key store, or plain HTTP without plain_http
+    dev_mode: bool = False
+    #: serve plain HTTP outside dev mode: only behind a proxy that terminates TLS
+    plain_http: bool = False
+    #: serve /docs and /openapi.json (the API's interactive documentation)
+    docs: bool = True
+    #: serve /metrics on this port (plain HTTP, for Prometheus on an internal network) and not
+    #: on the public one; none: /metrics on the public port
+    metrics_port: int | None = None
+    #: longest a request's headers may take to arrive, seconds (408 beyond)
+    header_timeout_s: float = 10.0
+    #: longest a request's body may take to arrive once its headers did, seconds (408 beyond)
+    body_timeout_s: float = 10.0
+    #: idle time after which a kept-alive connection is closed, seconds
+    keep_alive_timeout_s: float = 5.0
+    #: connections open at once; a request beyond gets 503 with Retry-After
+    max_connections: int = 1024
     #: requests per key, in the `limits` notation ("200/second", "10000/minute")
     rate_limit_per_key: str = "200/second"
     #: requests for all keys together
@@ -82,9 +111,12 @@ class GatewaySettings:
         if not 1 <= self.coalesce_max_rows <= self.max_batch:
             problems.append(f"coalesce_max_rows must be between 1 and max_batch "
                             f"({self.max_batch}), not {self.coalesce_max_rows}")
-        for name in ("triton_timeout_s", "breaker_reset_s"):
+        for name in ("triton_timeout_s", "breaker_reset_s", "header_timeout_s",
+                     "body_timeout_s", "keep_alive_timeout_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
+        if self.max_connections < 1:
+            problems.append("max_connections must be at least 1")
         if self.coalesce_max_wait_s < 0 or self.coalesce_max_in_flight < 1:
             problems.append("coalesce_max_wait_s must be >= 0 and coalesce_max_in_flight >= 1")
         if self.max_body_bytes < 1024:
@@ -95,3 +127,54 @@ class GatewaySettings:
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert is not None else "http"
+
+    @property
+    def key_store(self) -> Path:
+        """The key store in use: `keys_file`, or in dev mode the development store."""
+        if self.keys_file is not None:
+            return self.keys_file
+        if self.dev_mode:
+            return DEFAULT_KEYS_FILE
+        raise GatewayConfigError(
+            "no key store: pass --keys-file (TRITONKIT_GATEWAY_KEYS_FILE); `make "
+            "production-secrets` writes one, `add-key` adds to it; or --dev-mode for the "
+            "development keys")
+
+
+def production_problems(settings: GatewaySettings) -> list[str]:
+    """Why `settings` must not serve outside dev mode (empty in dev mode): development keys,
+    an empty or unreadable key store, plain HTTP that nothing said was intended."""
+    if settings.dev_mode:
+        return []
+    problems = []
+    try:
+        path = settings.key_store
+    except GatewayConfigError as exc:
+        return [str(exc)]
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"the key store {path} does not exist: make it with `make "
+                        "production-secrets` or `add-key`")
+    except PermissionError:
+        problems.append(f"the key store {path} is not readable by this user (uid "
+                        f"{os.getuid()}): give it mode 0444 inside a directory only its owner "
+                        "can enter (what `make production-secrets` writes)")
+    except ValueError as exc:
+        problems.append(f"the key store {path} is not JSON: {exc}")
+    else:
+        keys = data.get("keys", []) if isinstance(data, dict) else []
+        if not keys:
+            problems.append(f"the key store {path} holds no key: every call would get 401")
+        development = [k.get("name", "?") for k in keys if k.get("development")]
+        plain = [p.name for p in (path.parent / DEV_KEY_FILES[0], path.parent / DEV_KEY_FILES[1])
+                 if p.exists()]
+        if development or plain:
+            problems.append(f"the key store {path} holds development keys "
+                            f"({', '.join(development or plain)}), whose plain text lies on "
+                            "disk: use keys from `add-key` (or start with --dev-mode)")
+    if settings.tls_cert is None and not settings.plain_http:
+        problems.append("no TLS: keys would travel in clear text; pass --tls-cert and "
+                        "--tls-key (`make production-secrets` writes a pair), or --plain-http "
+                        "behind a proxy that terminates TLS")
+    return problems

@@ -231,7 +231,7 @@ class EmbeddedStack:
             # (bench/gateway.py: ~85 µs of gateway CPU per call against ~250 µs over gRPC).
             triton = self.triton.http_url.removeprefix("http://")
             self.gateway = GatewayProcess(triton_url=triton, protocol="http", host=host,
-                                          port=port).start()
+                                          port=port, dev_mode=True).start()
         except (TritonKitError, OSError) as exc:
             self.notes.append(f"the /predict gateway did not start: {exc}")
 
