@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -27,14 +26,13 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
 from tritonkit.monitor.exported import SIDECAR_METRICS
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
 from tritonkit.serve.server import TritonServer, free_port
 
-from ..support import body_for, post, serve, with_input
+from ..support import body_for, post, require_tool, serve, with_input
 
 MONITORING = PROJECT_ROOT / "monitoring"
 RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
@@ -301,25 +299,6 @@ def test_alertmanager_inhibits_as_configured(alertmanager: Alertmanager, source:
     assert bool(status["inhibitedBy"]) is inhibited, status
 
 
-def test_compose_restrictions_close_model_control_to_clients_without_the_key(
-        monitored_triton: TritonServer) -> None:
-    """The compose file's flags, on a real Triton 2.51 (the NGC 24.10 image's version)."""
-    index = f"{monitored_triton.http_url}/v2/repository/index"
-    assert _http_status(index, data=b"{}") == 403
-    assert _http_status(index, data=b"{}", headers={"admin-key": ADMIN_KEY}) == 200
-    ready = f"{monitored_triton.http_url}/v2/models/churn/ready"  # the compose healthcheck
-    assert _http_status(ready) == 200
-    client = InferenceServerClient(monitored_triton.grpc_url)
-    try:
-        with pytest.raises(InferenceServerException, match="admin-key"):
-            client.get_model_repository_index()
-        # Triton prefixes a restricted gRPC header: triton-grpc-protocol-<key>.
-        headers = {"triton-grpc-protocol-admin-key": ADMIN_KEY}
-        assert client.get_model_repository_index(headers=headers).models
-    finally:
-        client.close()
-
-
 # -- fixtures: the real servers ----------------------------------------------------------------
 
 @dataclass
@@ -362,24 +341,18 @@ class Alertmanager:
 @pytest.fixture(scope="module")
 def monitored_triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[TritonServer]:
-    """The embedded repository with summaries on and the compose file's restricted APIs."""
-    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["triton"]["command"]
-    restricted = tuple(
-        re.sub(r"\$\{TRITON_ADMIN_KEY[^}]*\}", ADMIN_KEY, arg) for arg in command
-        if arg.startswith(("--http-restricted-api=", "--grpc-restricted-protocol=")))
-    assert len(restricted) == 2
+    """The embedded repository with summaries on and the restricted APIs production closes
+    (serve/server.py RESTRICTED_APIS, deploy/triton/entrypoint.sh)."""
     server = serve(repositories["embedded"], tmp_path_factory.mktemp("monitored-triton"),
-                   summary_latencies=True, extra_args=restricted)
+                   summary_latencies=True, admin_key=ADMIN_KEY)
     yield server
     server.stop(check=True)
 
 
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("Alertmanager is not installed (Debian: apt-get install "
-                    "prometheus-alertmanager)")
+    binary = require_tool("prometheus-alertmanager", "apt-get install prometheus-alertmanager",
+                          "alertmanager")
     folder = tmp_path_factory.mktemp("alertmanager")
     port = free_port()
     with _running([binary, f"--config.file={ALERTMANAGER_CONFIG}",
@@ -394,9 +367,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 def prometheus(monitored_triton: TritonServer, alertmanager: Alertmanager,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """Scrapes the test's Triton every second and evaluates our rules every second."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("Prometheus is not installed (Debian: apt-get install prometheus)")
+    binary = require_tool("prometheus", "apt-get install prometheus")
     folder = tmp_path_factory.mktemp("prometheus")
     metrics = urllib.parse.urlsplit(monitored_triton.metrics_url)
     config = {

@@ -39,7 +39,7 @@ def render_repository(spec: Spec, target_name: TargetName, repository: Path | No
         if problems:
             raise RepositoryError(
                 f"the {target_name} target's python steps import what its image lacks: "
-                + "; ".join(problems) + ". Pin the module (with its hashes) in "
-                f"{requirements}, or drop the import")
+                + "; ".join(problems) + ". Pin the module (with its hashes) there, or drop "
+                "the import")
     logger.info("rendered %d models for target %s into %s", len(written), target_name, repository)
     return written

@@ -25,6 +25,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
 
 #: Modules the python backend itself provides to every step.
@@ -78,6 +79,14 @@ def pinned(requirements: Path) -> set[str]:
     return names
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the project's root where it lies below it."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
 @functools.cache
 def _distributions() -> dict[str, tuple[str, ...]]:
     return {module: tuple(canonicalize_name(d) for d in dists)
@@ -96,6 +105,6 @@ def undeclared_imports(repository: Path, requirements: Path) -> list[str]:
             where = ", ".join(str(p.relative_to(repository)) for p in paths)
             what = (f"distribution {', '.join(distributions)}" if distributions
                     else "no installed distribution provides it")
-            problems.append(f"{where} imports {module} ({what}), which {requirements.name} "
-                            f"({requirements}) does not pin")
+            problems.append(f"{where} imports {module} ({what}), which {_shown(requirements)} "
+                            "does not pin")
     return problems
