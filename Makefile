@@ -27,7 +27,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up down test test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up down test test-tools test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config production-secrets clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -79,13 +79,16 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check src tests scripts bench loadtests
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint ## lint, then every test (starts real tritonserver processes on free ports)
+test-tools: ## the commands the tests run (Prometheus, Alertmanager, docker-compose, chromium, wrk, h2load, ...), each apt-get installed where missing
+	@scripts/test_tools.sh
+
+test: $(STAMP) test-tools system-deps lint ## lint, then every test (starts real tritonserver processes on free ports; CI=true: a missing tool fails)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) ## tests that start no server (seconds once the artefacts exist)
+test-unit: $(STAMP) test-tools ## tests that start no server (builds the artefacts they read if missing)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## tests against real tritonserver processes on free ports
+test-integration: $(STAMP) test-tools system-deps ## tests against real tritonserver processes on free ports
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps build-engines ## the suite: churn vs naive vs the no-op ceiling, per protocol, batching, instances, cache, open loop, overload; table + plot in bench/results/ (~15 min)
@@ -118,7 +121,7 @@ api-key: $(STAMP) ## print the gateway's development API key (and admin key), cr
 
 gateway: $(STAMP) ## the /predict gateway in the foreground against a running Triton (TRITON_URL)
 	$(PY) -m tritonkit.gateway.cli api-key
-	$(PY) -m tritonkit.gateway.cli serve --triton-url $(TRITON_URL) \
+	$(PY) -m tritonkit.gateway.cli serve --dev-mode --triton-url $(TRITON_URL) \
 		--protocol $(GATEWAY_PROTOCOL) --port $(GATEWAY_PORT)
 
 bench-gateway: $(STAMP) system-deps build-engines ## the gateway vs naive server vs Triton direct under wrk
@@ -159,10 +162,11 @@ loadtest-ui: $(STAMP) ## Locust's web UI (127.0.0.1:8089) against HOST: pick use
 loadtest-calibrate: $(STAMP) build-engines ## Locust's own ceiling on this machine (trivial server) beside Triton's churn
 	$(PY) loadtests/calibrate.py --duration-s $(BENCH_DURATION_S)
 
-compose-config: ## validate docker-compose.yml offline (needs docker-compose; placeholder secrets)
-	TRITON_ADMIN_KEY=$${TRITON_ADMIN_KEY:-compose-config-check} \
-	GRAFANA_ADMIN_PASSWORD=$${GRAFANA_ADMIN_PASSWORD:-compose-config-check} \
-		docker-compose -f docker-compose.yml config -q
+compose-config: ## validate docker-compose.yml offline (needs docker-compose)
+	docker-compose -f docker-compose.yml config -q
+
+production-secrets: $(STAMP) ## the production stack's secrets in .secrets/ (admin key, gateway keys shown once, TLS pair, Grafana password)
+	$(PY) -m tritonkit.serve.secrets --out .secrets
 
 clean: ## remove build outputs (artefacts, rendered repositories, caches); keeps .venv
 	rm -rf artifacts build .cache .pytest_cache .mypy_cache .ruff_cache bench/results \

@@ -23,10 +23,11 @@ from tritonkit.families import family_of
 from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.repository.build import render_repository
 from tritonkit.serve.server import TritonServer, free_port
-from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess, find_binary
-from tritonkit.spec import Spec, TabularClassifier, load_spec
+from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess
+from tritonkit.spec import Spec, TabularClassifier, TextEmbedding, load_spec
+from tritonkit.text.artifacts import TextEmbeddingArtifacts, export_stage
 
-from .support import serve
+from .support import require_tool, serve
 
 
 @pytest.fixture(scope="session")
@@ -94,12 +95,23 @@ def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
+def minilm_exported() -> TextEmbeddingArtifacts:
+    """The MiniLM export (graph, tokenizer, corpus texts) of the shipped spec, made once if
+    `make build-engines` has not (about 45 s): what unit tests reading them need."""
+    model = load_spec().models["minilm"]
+    assert isinstance(model, TextEmbedding)
+    paths = TextEmbeddingArtifacts.for_version(model.version, name="minilm")
+    export_stage("minilm", model, paths)  # a no-op when it is up to date
+    return paths.require()
+
+
+@pytest.fixture(scope="session")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerProcess]:
     """A real Alertmanager (Debian's prometheus-alertmanager) on a free port, with the shipped
-    monitoring/alertmanager/alertmanager.yml; skips with its reason where it is not installed."""
-    if find_binary(ALERTMANAGER_BINARIES) is None:
-        pytest.skip("Alertmanager is not installed (Debian: apt-get install "
-                    "prometheus-alertmanager)")
+    monitoring/alertmanager/alertmanager.yml; skips with its reason where it is not installed
+    (fails under CI)."""
+    require_tool(ALERTMANAGER_BINARIES[0], "apt-get install prometheus-alertmanager",
+                 *ALERTMANAGER_BINARIES[1:])
     process = AlertmanagerProcess(port=free_port(), workdir=tmp_path_factory.mktemp("alertmanager"))
     process.start()
     yield process

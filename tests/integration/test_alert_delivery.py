@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import signal
 import subprocess
 import threading
@@ -21,6 +20,8 @@ import pytest
 from tritonkit.monitor.alerts import AlertEngine, AlertRules, fingerprint
 from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.serve.server import free_port
+
+from ..support import require_tool
 
 ALERTMANAGER_CONFIG = """\
 route:
@@ -43,10 +44,8 @@ GENERATOR_URL = "http://127.0.0.1:9/alerts"
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Alertmanager with a null receiver on a free port; yields its base URL."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("prometheus-alertmanager is not installed: `apt-get install -y "
-                    "prometheus-alertmanager` as root (.ci/run does)")
+    binary = require_tool("prometheus-alertmanager", "apt-get install prometheus-alertmanager",
+                          "alertmanager")
     folder = tmp_path_factory.mktemp("alertmanager")
     config = folder / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG)

@@ -5,20 +5,23 @@ tritonserver as the client saw it (the suite raises otherwise)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ..support import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("h2load") is None,
-                       reason="wrk and h2load (make system-deps) are needed"),
-]
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def load_generators() -> None:
+    require_tool("wrk", "make system-deps: apt-get install wrk")
+    require_tool("h2load", "make system-deps: apt-get install nghttp2-client")
 
 
 def test_suite_prints_ratios_and_writes_table_json_and_plot_when_run_quick(tmp_path: Path

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,11 +39,19 @@ from tritonkit.serve.stack import (
     PROMETHEUS_BINARIES,
     AlertmanagerProcess,
     PrometheusProcess,
-    find_binary,
     prometheus_config,
 )
 
-from ..support import batch_body, body_for, counter, post, serve, stub_pids, with_input
+from ..support import (
+    batch_body,
+    body_for,
+    counter,
+    post,
+    require_tool,
+    serve,
+    stub_pids,
+    with_input,
+)
 
 ADMIN_KEY = "monitor-test-admin-key"
 #: Simulated seconds per window: the shipped drift rules fire after 600 s (`for_s`).
@@ -340,9 +347,7 @@ def test_report_renders_svg_plots_in_headless_chromium_when_a_window_was_judged(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
     customers: list[dict[str, Any]], artifacts: ChurnArtifacts, tmp_path: Path,
 ) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    chromium = require_tool("chromium", "apt-get install chromium", "chromium-browser")
     service, clock = sidecar(), Clock()
     service.evaluate_once(clock.now)
     _send(monitored_triton, customers)
@@ -393,8 +398,7 @@ def test_prometheus_source_reads_what_triton_exposes_when_prometheus_scrapes_tri
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
     customers: list[dict[str, Any]], tmp_path: Path,
 ) -> None:
-    if find_binary(PROMETHEUS_BINARIES) is None:
-        pytest.skip("Prometheus is not installed (Debian: apt-get install prometheus)")
+    require_tool(PROMETHEUS_BINARIES[0], "apt-get install prometheus")
     _send(monitored_triton, customers[:60])
     _settled(monitored_triton)
     layout = sidecar().judge.layout
@@ -483,11 +487,9 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
 def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_triton_in_make_up(
     repositories: dict[str, Path], tmp_path: Path,
 ) -> None:
-    missing = [names[0] for names in (PROMETHEUS_BINARIES, ALERTMANAGER_BINARIES)
-               if find_binary(names) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install "
-                    "prometheus prometheus-alertmanager)")
+    require_tool(PROMETHEUS_BINARIES[0], "apt-get install prometheus")
+    require_tool(ALERTMANAGER_BINARIES[0], "apt-get install prometheus-alertmanager",
+                 *ALERTMANAGER_BINARIES[1:])
     ports = {name: free_port()
              for name in ("http", "monitor", "prometheus", "alertmanager", "gateway")}
     key_file = tmp_path / "admin-key"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from tritonkit.errors import ServerStartError
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.serve.server import ServerSettings, TritonServer, free_port
 
-from ..support import body_for, post, probability
+from ..support import body_for, post, probability, require_tool
 
 ROLES = {"HTTP": "http_port", "gRPC": "grpc_port", "metrics": "metrics_port"}
 
@@ -111,9 +110,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _make_down(pid_file: Path) -> subprocess.CompletedProcess[str]:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make is not installed")
+    make = require_tool("make", "apt-get install make")
     return subprocess.run(
         [make, "--no-print-directory", "down", f"PID_FILE={pid_file}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=90,

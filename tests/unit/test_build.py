@@ -16,6 +16,7 @@ from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository import config as cfg
 from tritonkit.spec import DEFAULT_SPEC, Spec, TabularClassifier, load_spec
+from tritonkit.text.artifacts import TextEmbeddingArtifacts
 from tritonkit.variants import providers
 
 from ..support import build
@@ -92,19 +93,15 @@ def test_spec_refuses_variants_that_nothing_honours(
 
 
 def test_tensorrt_profile_spans_every_batch_and_sequence_length_the_spec_allows(
-    artifacts: ChurnArtifacts,
+    artifacts: ChurnArtifacts, minilm_exported: TextEmbeddingArtifacts,
 ) -> None:
     from tritonkit.builder.variant_stage import _profile
-    from tritonkit.text.artifacts import TextEmbeddingArtifacts
 
     spec = load_spec()
     churn = _profile(artifacts.variant("fp32"), spec.models["churn"])
     assert churn == {"features": ([1, 45], [128, 45], [256, 45])}
     minilm = spec.models["minilm"]
-    text = TextEmbeddingArtifacts.for_version(minilm.version)
-    if not text.variant("fp32").exists():
-        pytest.skip("the minilm graph is not built (make build-engines)")
-    shapes = _profile(text.variant("fp32"), minilm)
+    shapes = _profile(minilm_exported.variant("fp32"), minilm)
     assert shapes["input_ids"] == ([1, 1], [32, 128], [64, 128])
     assert shapes["attention_mask"] == shapes["input_ids"]
 

@@ -11,12 +11,14 @@ import pytest
 
 from tritonkit.cli import SUBCOMMANDS
 
+from ..support import missing_tool
+
 
 def _tritonkit() -> str:
     script = Path(sys.executable).parent / "tritonkit"
     found = str(script) if script.exists() else shutil.which("tritonkit")
     if found is None:
-        pytest.skip("the tritonkit console script is not installed (run `make setup`)")
+        missing_tool("the tritonkit console script is not installed (run `make setup`)")
     return found
 
 

@@ -80,8 +80,8 @@ def test_workload_shifts_tenure_and_expects_400_when_drifted_unseen_or_invalid(
     assert isinstance(gateway["features"]["seniorcitizen"], int)
 
 
-def test_mix_draws_kinds_in_their_shares_when_shares_are_given(workload: ModuleType,
-                                                               artifacts: ChurnArtifacts) -> None:
+def test_mix_draws_kinds_in_their_shares_when_shares_are_given(
+        workload: ModuleType, artifacts: ChurnArtifacts, minilm_exported: object) -> None:
     mix = workload.Mix(drift_share=0.2, invalid_share=0.1)
     built = workload.Workload.build(None, mix, artifacts.test_rows)
     rng = random.Random(7)
