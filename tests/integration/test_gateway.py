@@ -30,6 +30,7 @@ from tritonkit.gateway.edge import server_config
 from tritonkit.gateway.settings import GatewaySettings
 from tritonkit.gateway.tls import make_self_signed
 from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
+from tritonkit.gateway.wire import MODEL_NAME
 from tritonkit.serve.server import TritonServer, free_port
 
 from ..support import counter, serve
@@ -140,7 +141,9 @@ def _triton_url(triton: TritonServer, protocol: str) -> str:
 def gateway(triton: TritonServer, keys: dict[str, Any], certs: tuple[Path, Path]
             ) -> Iterator[RunningGateway]:
     """The gateway over HTTPS with the self-signed pair, in front of the session's Triton."""
-    with RunningGateway(_settings(triton.grpc_url, keys, certs), cafile=certs[0]) as running:
+    settings = _settings(triton.grpc_url, keys, certs,
+                         triton_admin_url=_triton_url(triton, "http"))  # the admin reload's
+    with RunningGateway(settings, cafile=certs[0]) as running:
         yield running
 
 
@@ -177,11 +180,11 @@ def test_gateway_refuses_plain_http_when_it_serves_https(gateway: RunningGateway
 def test_gateway_sends_a_batch_as_one_triton_request_when_batch_form_is_used(
         gateway: RunningGateway, triton: TritonServer, keys: dict[str, Any],
         customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]) -> None:
-    before = counter(triton, "nv_inference_request_success", model="churn")
+    before = counter(triton, "nv_inference_request_success", model=MODEL_NAME)
     body = {"customers": [request_for(c) for c in customers[:50]]}
     status, _, answer = gateway.call("/predict/batch", body, keys["caller"])
     assert status == 200, answer
-    assert counter(triton, "nv_inference_request_success", model="churn") == before + 1
+    assert counter(triton, "nv_inference_request_success", model=MODEL_NAME) == before + 1
     got = [p["churn_probability"] for p in answer["predictions"]]
     np.testing.assert_allclose(got, in_process["churn_probability"][:50, 0], atol=1e-6)
     assert [p["customer_id"] for p in answer["predictions"]] == [
@@ -352,12 +355,12 @@ def test_triton_cache_answers_a_repeated_customer_when_the_cache_is_on(
             body = request_for(customers[7])
             answers = [running.call("/predict", body, keys["caller"]) for _ in range(5)]
             assert len({json.dumps(a[2]) for a in answers}) == 1 and answers[0][0] == 200
-            hits = counter(cached, "nv_cache_num_hits_per_model", model="churn")
-            misses = counter(cached, "nv_cache_num_misses_per_model", model="churn")
+            hits = counter(cached, "nv_cache_num_hits_per_model", model=MODEL_NAME)
+            misses = counter(cached, "nv_cache_num_misses_per_model", model=MODEL_NAME)
             assert hits == 4 and misses == 1
             # readiness probes vary their customer: they never hit the cache
             running.call("/readyz", method="GET")
-            assert counter(cached, "nv_cache_num_hits_per_model", model="churn") == 4
+            assert counter(cached, "nv_cache_num_hits_per_model", model=MODEL_NAME) == 4
     finally:
         cached.stop()
 

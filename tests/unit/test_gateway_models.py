@@ -156,30 +156,34 @@ def _rows(customers: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
 
 def test_wire_encodes_rows_as_tritonclient_does_when_100_customers_are_sent(
         customers: list[dict[str, Any]]) -> None:
-    import numpy as np
+    """The packed pair, as `features.pack` and tritonclient would send it (what ChurnClient
+    with packed=True sends)."""
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc._utils import _get_inference_request
 
-    from tritonkit.features import NUMPY_DTYPES
+    from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
     from tritonkit.gateway import wire
 
     rows = _rows(customers, 100)
+    numeric, categorical = pack({name: [r[name] for r in rows] for name in ALL_FEATURES})
     inputs = []
-    for name, datatype in wire.INPUT_DATATYPES:
-        values = [str(r[name]).encode() if datatype == "BYTES" else r[name] for r in rows]
-        item = grpcclient.InferInput(name, [len(rows), 1], datatype)
-        item.set_data_from_numpy(np.array(values, dtype=NUMPY_DTYPES[name]).reshape(-1, 1))
+    for name, datatype, array in ((PACKED_NUMERIC, "FP32", numeric),
+                                  (PACKED_CATEGORICAL, "BYTES", categorical)):
+        item = grpcclient.InferInput(name, list(array.shape), datatype)
+        item.set_data_from_numpy(array)
         inputs.append(item)
     outputs = [grpcclient.InferRequestedOutput(name) for name in ("churn_probability",
                                                                    "risk_level", "model_version")]
     expected = _get_inference_request(
-        model_name="churn", inputs=inputs, model_version="", request_id="", outputs=outputs,
-        sequence_id=0, sequence_start=False, sequence_end=False, priority=0, timeout=None,
-        parameters=None)
+        model_name="churn_packed", inputs=inputs, model_version="", request_id="",
+        outputs=outputs, sequence_id=0, sequence_start=False, sequence_end=False, priority=0,
+        timeout=None, parameters=None)
+    assert wire.MODEL_NAME == "churn_packed"
     assert wire.grpc_request(rows) == expected
     body, header_length = wire.http_request(rows)
     header = json.loads(body[:header_length])
-    assert [i["name"] for i in header["inputs"]] == list(ALL_FEATURES)
+    assert [(i["name"], i["shape"]) for i in header["inputs"]] == [
+        (PACKED_NUMERIC, [100, 4]), (PACKED_CATEGORICAL, [100, 15])]
     assert body[header_length:] == b"".join(expected.raw_input_contents)
 
 
@@ -359,12 +363,18 @@ def test_http_client_times_out_and_drops_the_connection_when_the_server_hangs() 
 @pytest.mark.parametrize(("answer", "kind", "message"), [
     ((400, b'{"error": "contract: unknown category"}'), "bad_request", "unknown category"),
     ((503, b'{"error": "model not ready"}'), "unavailable", "model not ready"),
+    ((404, b'{"error": "Request for unknown model: \'churn_packed\' has no available '
+           b'versions"}'), "unavailable", "unknown model"),
+    ((403, b'{"error": "This API is restricted, expecting header \'admin-key\'"}'),
+     "server", "restricted"),
+    ((409, b'{"error": "conflict"}'), "server", "conflict"),
     ((500, b'{"error": "stub died"}'), "server", "stub died"),
     ((502, b"<html>bad gateway</html>"), "server", "not Triton's error JSON"),
     ((200, b"not json"), "server", "not a KServe v2 response"),
     ("hang", "timeout", "did not answer within"),
     ("close", "unavailable", "cannot reach Triton"),
-], ids=["400", "503", "500", "502-html", "200-garbage", "timeout", "dropped"])
+], ids=["400", "503", "404-unloaded", "403", "409", "500", "502-html", "200-garbage", "timeout",
+        "dropped"])
 def test_upstream_over_http_maps_an_answer_to_its_kind_when_triton_fails(
         customers: list[dict[str, Any]], answer: Any, kind: str, message: str) -> None:
     import asyncio

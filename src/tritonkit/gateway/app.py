@@ -3,10 +3,10 @@
 A FastAPI app on uvicorn. The path of a request: MetricsMiddleware (status, latency) →
 ApiKeyMiddleware (401/403) → RateLimitMiddleware (429) → the handler, which reads the body up to
 `max_body_bytes` (413), validates it against the typed contract (400, every problem by field),
-and answers through the coalescer and the breaker from Triton's `churn` ensemble, or from the
-fallback model (`degraded: true`) while Triton cannot. The two prediction routes take that path
-as plain ASGI (`predict.PredictEndpoint`) without FastAPI's own stack; every other route is
-FastAPI's::
+and answers through the coalescer and the breaker from Triton's packed entry point
+`churn_packed`, or from the fallback model (`degraded: true`) while Triton cannot. The two
+prediction routes take that path as plain ASGI (`predict.PredictEndpoint`) without FastAPI's
+own stack; every other route is FastAPI's::
 
     app = create_app(GatewaySettings(triton_url="127.0.0.1:8001"))
     uvicorn.run(app, port=8080)            # what `python -m tritonkit.gateway.cli` does
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.client.repository import ReloadError, TritonRepository
 from tritonkit.gateway.auth import KEY_HEADER, ApiKeyMiddleware, KeyStore
 from tritonkit.gateway.batcher import Coalescer
 from tritonkit.gateway.breaker import CircuitBreaker
@@ -45,7 +46,6 @@ from tritonkit.gateway.predict import (
     TooLarge,
     crashed_reply,
     error_reply,
-    failure_reply,
     predict_batch_reply,
     predict_reply,
     receive_body,
@@ -57,8 +57,6 @@ from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
 
 logger = logging.getLogger(__name__)
 
-#: Models an admin may ask Triton to reload (the ensemble and its steps).
-RELOADABLE_MODELS = ("churn", "churn_fused", "churn_preprocess", "churn_model")
 _JSON = "application/json"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid input: every problem, by field"},
@@ -106,6 +104,7 @@ class Gateway:
         self._ready: tuple[float, bool, str] | None = None
         self._ready_lock = asyncio.Lock()
         self._metrics_server: Any = None
+        self.repository: TritonRepository | None = None  # the admin reload's
         #: the port /metrics answers on when `settings.metrics_port` is set (0: picked at start)
         self.metrics_port: int | None = None
 
@@ -118,6 +117,12 @@ class Gateway:
             self.coalescer = Coalescer(self._infer_counted, max_rows=s.coalesce_max_rows,
                                        max_wait_s=s.coalesce_max_wait_s,
                                        max_in_flight=s.coalesce_max_in_flight)
+        admin_url = s.triton_admin_url or (s.triton_url if s.protocol == "http" else None)
+        if admin_url is not None:
+            key = s.triton_admin_key_file.read_text().strip() if s.triton_admin_key_file \
+                else None
+            self.repository = TritonRepository(f"http://{admin_url.removeprefix('http://')}",
+                                               admin_key=key)
         if s.metrics_port is not None:
             # prometheus_client's own threaded server: /metrics off the public port
             self._metrics_server, _ = start_http_server(s.metrics_port, s.host,
@@ -132,6 +137,8 @@ class Gateway:
             await self.coalescer.drain()
         if self.upstream is not None:
             await self.upstream.close()
+        if self.repository is not None:
+            self.repository.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -291,18 +298,26 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
         gateway.breaker.reset()
         return {"breaker": gateway.breaker.state.name.lower()}
 
-    @app.post("/admin/models/{name}/load", summary="Ask Triton to reload a model (admin key)",
+    @app.post("/admin/models/{name}/load",
+              summary="Reload a model Triton serves with fresh instances (admin key)",
               openapi_extra={"security": [{"ApiKey": []}]})
     async def load_model(name: str) -> Response:
-        if name not in RELOADABLE_MODELS:
+        """The cure for a dead python stub: the model's served config plus one parameter,
+        loaded with Triton's admin key (tritonkit.client.repository)."""
+        repository = gateway.repository
+        if repository is None:
             return _response(error_reply(
-                400, "invalid_request", f"unknown model {name!r}",
-                [{"field": "name", "message": f"expected one of {RELOADABLE_MODELS}"}]))
-        assert gateway.upstream is not None
+                503, "unavailable", "no Triton HTTP address for the repository API: start the "
+                "gateway with --triton-admin-url (or --protocol http)"))
         try:
-            await gateway.upstream.load_model(name)
-        except UpstreamError as exc:
-            return _response(failure_reply(gateway, exc))
+            served = await asyncio.to_thread(repository.served)
+            if name not in served:
+                return _response(error_reply(
+                    404, "not_found", f"Triton serves no model {name!r}",
+                    [{"field": "name", "message": f"expected one of {', '.join(served)}"}]))
+            await asyncio.to_thread(repository.reload, name)
+        except ReloadError as exc:
+            return _response(error_reply(502, "upstream_error", str(exc)))
         return _json(200, {"loaded": name})
 
     @app.exception_handler(ValidationError)

@@ -56,6 +56,10 @@ _HELP = {
     "rate_limit_storage": "rate-limit counters: memory:// (per replica) or "
                           "async+redis://host:6379 (shared by replicas)",
     "rate_limit_fail_open": "serve when the rate-limit store is unreachable (false: 503)",
+    "triton_admin_url": "Triton's HTTP host:port for /admin/models/<name>/load (default: "
+                        "--triton-url when --protocol is http)",
+    "triton_admin_key_file": "file with the key of Triton's restricted APIs, which the admin "
+                             "reload sends",
     "triton_timeout_s": "deadline of one call to Triton, seconds",
     "coalesce": "coalesce concurrent /predict calls into one Triton request",
     "coalesce_max_wait_s": "longest a call waits for others to join its Triton request, s",
@@ -89,7 +93,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             kind = _bool
         elif isinstance(default, (int, float)):
             kind = type(default)
-        elif field.name in ("tls_cert", "tls_key", "keys_file"):
+        elif field.name in ("tls_cert", "tls_key", "keys_file", "triton_admin_key_file"):
             kind = Path
         elif field.name == "metrics_port":
             kind = int

@@ -77,6 +77,12 @@ class GatewaySettings:
     rate_limit_storage: str = "memory://"
     #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
     rate_limit_fail_open: bool = True
+    #: Triton's HTTP host:port for the admin reload (/admin/models/<name>/load), which uses
+    #: the repository API; default: triton_url when protocol is http
+    triton_admin_url: str | None = None
+    #: a file holding the key of Triton's restricted APIs (what the admin reload sends);
+    #: none: the reload goes keyless, which a restricted Triton refuses (403)
+    triton_admin_key_file: Path | None = None
     #: deadline of one call to Triton, seconds
     triton_timeout_s: float = 1.0
     #: coalesce concurrent /predict calls into one Triton request

@@ -1,13 +1,14 @@
-"""The gateway's one connection to Triton: the `churn` ensemble over gRPC (one `grpc.aio`
-channel) or HTTP (keep-alive connections, KServe's binary-tensor extension), created once,
-every call with its own deadline, behind the breaker.
+"""The gateway's one connection to Triton: `churn_packed` (wire.MODEL_NAME) over gRPC (one
+`grpc.aio` channel) or HTTP (keep-alive connections, KServe's binary-tensor extension), created
+once, every call with its own deadline, behind the breaker.
 
 Requests are built by `wire` straight from the validated rows: no tritonclient objects per call
 (they cost 0.5 to 0.7 ms of CPU per call under load, profiled in README, the public API).
 
 Failures come back as one `UpstreamError` whose `kind` says what the gateway does with it:
-`bad_request` is the caller's fault (400, never counted by the breaker); `unavailable`,
-`timeout`, `server` and `breaker_open` are the path's (fallback or 503)::
+`bad_request` is the caller's fault (Triton's 400: the 400 of the contract, never counted by
+the breaker); `unavailable` (a 404 included: the model is not served), `timeout`, `server` and
+`breaker_open` are the path's (fallback or 503)::
 
     upstream = TritonUpstream("127.0.0.1:8001", "grpc", timeout_s=1.0, breaker=CircuitBreaker())
     answers = await upstream.infer([row, row])      # [(0.42, "medium", "1"), ...]
@@ -22,7 +23,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
 
 import grpc
 import orjson
@@ -38,12 +38,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["MODEL_NAME", "Answer", "ErrorKind", "TritonUpstream", "UpstreamError"]
 
 ErrorKind = Literal["bad_request", "unavailable", "timeout", "server", "breaker_open"]
-#: gRPC status codes and what they mean for the gateway.
+#: What Triton's answers mean for the gateway. Only a refusal of the request itself (HTTP 400,
+#: gRPC INVALID_ARGUMENT: a step or Triton's core naming an input) is the caller's; a model
+#: Triton does not serve (404 / NOT_FOUND: unloaded, or failed to load), a refused key (403 /
+#: PERMISSION_DENIED), any other 4xx and every 5xx are the path's: they count against the
+#: breaker and the fallback answers.
 _GRPC_KINDS: dict[str, ErrorKind] = {
     "StatusCode.INVALID_ARGUMENT": "bad_request",
     "StatusCode.UNAVAILABLE": "unavailable",
+    "StatusCode.NOT_FOUND": "unavailable",
     "StatusCode.DEADLINE_EXCEEDED": "timeout",
 }
+_HTTP_KINDS: dict[int, ErrorKind] = {400: "bad_request", 404: "unavailable", 503: "unavailable"}
 #: gRPC channel options: after Triton comes back, reconnect within a second instead of gRPC's
 #: default back-off of up to two minutes (the breaker's probe would fail until then).
 _GRPC_CHANNEL_ARGS = [
@@ -52,8 +58,6 @@ _GRPC_CHANNEL_ARGS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _GRPC_SERVICE = "/inference.GRPCInferenceService/"
-#: Deadline of an admin's model (re)load: Triton starts the python stubs, which takes seconds.
-LOAD_TIMEOUT_S = 120.0
 #: Most HTTP connections to Triton at once (tritonclient.http.aio's default); more calls wait.
 HTTP_MAX_CONNECTIONS = 100
 
@@ -80,13 +84,11 @@ class _Transport(Protocol):
     async def infer(self, rows: Sequence[Mapping[str, Any]], timeout_s: float
                     ) -> list[Answer]: ...
 
-    async def load_model(self, name: str) -> None: ...
-
     async def close(self) -> None: ...
 
 
 class TritonUpstream:
-    """Calls the `churn` ensemble; one instance per gateway process."""
+    """Calls `churn_packed`; one instance per gateway process."""
 
     def __init__(self, url: str, protocol: Literal["grpc", "http"], *, timeout_s: float,
                  breaker: CircuitBreaker) -> None:
@@ -138,10 +140,6 @@ class TritonUpstream:
         elapsed_ms = (time.perf_counter() - started) * 1e3
         return True, f"model_version {answers[0][2]} answered in {elapsed_ms:.1f} ms"
 
-    async def load_model(self, name: str) -> None:
-        """Ask Triton to (re)load a model (its repository API); e.g. to restart a dead stub."""
-        await self._transport.load_model(name)
-
     async def close(self) -> None:
         await self._transport.close()
 
@@ -156,10 +154,6 @@ class _GrpcTransport:
             _GRPC_SERVICE + "ModelInfer",
             request_serializer=service_pb2.ModelInferRequest.SerializeToString,
             response_deserializer=service_pb2.ModelInferResponse.FromString)
-        self._load = self._channel.unary_unary(
-            _GRPC_SERVICE + "RepositoryModelLoad",
-            request_serializer=service_pb2.RepositoryModelLoadRequest.SerializeToString,
-            response_deserializer=service_pb2.RepositoryModelLoadResponse.FromString)
 
     async def infer(self, rows: Sequence[Mapping[str, Any]], timeout_s: float
                     ) -> list[Answer]:
@@ -171,13 +165,6 @@ class _GrpcTransport:
             return wire.grpc_answers(response, len(rows))
         except MalformedAnswer as exc:
             raise UpstreamError("server", f"Triton at {self.url}: {exc}") from exc
-
-    async def load_model(self, name: str) -> None:
-        try:
-            await self._load(service_pb2.RepositoryModelLoadRequest(model_name=name),
-                             timeout=LOAD_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, self.url) from exc
 
     async def close(self) -> None:
         await self._channel.close()
@@ -208,10 +195,6 @@ class _HttpTransport:
             return wire.http_answers(response.body, int(length) if length else None, len(rows))
         except (MalformedAnswer, ValueError) as exc:
             raise UpstreamError("server", f"Triton at {self.url}: {exc}") from exc
-
-    async def load_model(self, name: str) -> None:
-        path = f"/v2/repository/models/{quote(name)}/load".encode()
-        await self._post(path, b"{}", b"Content-Type: application/json\r\n", LOAD_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -254,9 +237,7 @@ def _classified(status: str, message: str, url: str) -> UpstreamError:
     if status in _GRPC_KINDS:
         kind = _GRPC_KINDS[status]
     elif status.isdigit():
-        code = int(status)
-        kind = ("unavailable" if code == 503 else
-                "bad_request" if 400 <= code < 500 else "server")
+        kind = _HTTP_KINDS.get(int(status), "server")
     else:  # any other gRPC status
         kind = "server"
     return UpstreamError(kind, f"Triton at {url}: {message}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ from typing import Any
 import httpx
 
 from tritonkit.client.churn import kserve_json_inputs
+from tritonkit.client.repository import ReloadError, TritonRepository
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ class HealthEvent:
     detail: str
 
 
-class HealError(Exception):
-    """A reload through Triton's repository API failed; the message says why."""
+HealError = ReloadError  # what a failed heal raises (tritonkit.client.repository)
 
 
 class TritonProbe:
@@ -88,12 +87,10 @@ class TritonProbe:
     def __init__(self, url: str, *, admin_key: str | None = None, timeout_s: float = 5.0,
                  load_timeout_s: float = 120.0) -> None:
         self.url = url.rstrip("/")
-        self._admin_key = admin_key
-        self._load_timeout_s = load_timeout_s
-        # Sent on every call: a model's config and its reload are restricted APIs where Triton
-        # runs with an admin key (serve/server.py RESTRICTED_APIS).
-        headers = {"admin-key": admin_key} if admin_key else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers)
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s))
+        #: configs and reloads: restricted APIs where Triton runs with an admin key
+        self.repository = TritonRepository(url, admin_key=admin_key, timeout_s=timeout_s,
+                                           load_timeout_s=load_timeout_s)
 
     def ready(self) -> tuple[bool, str]:
         try:
@@ -104,9 +101,7 @@ class TritonProbe:
 
     def steps(self, ensemble: str) -> tuple[str, ...]:
         """The composing models of `ensemble`, from its config's ensemble steps."""
-        response = self._client.get(f"{self.url}/v2/models/{ensemble}/config")
-        response.raise_for_status()
-        config = response.json()
+        config = self.repository.config(ensemble)
         steps = config.get("ensemble_scheduling", {}).get("step", [])
         return tuple(dict.fromkeys(step["model_name"] for step in steps))
 
@@ -127,39 +122,13 @@ class TritonProbe:
         return response.status_code, " ".join(message.split())[:300], ms
 
     def reload(self, model: str) -> None:
-        """Reload `model` through the repository API; raise HealError when Triton refuses.
-
-        Workaround (Triton 2.51): a plain `load` of a model whose files did not change is a
-        no-op that leaves the dead stub in place, and `unload` + `load` fails every request in
-        between. A load whose config differs (the served config plus a `tritonkit_reloaded_at`
-        parameter, which the steps ignore) makes Triton load fresh instances and switch to them
-        once they are ready (~1.5 s here).
-        """
-        try:
-            response = self._client.get(f"{self.url}/v2/models/{model}/config")
-            response.raise_for_status()
-            config = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise HealError(f"reloading {model}: cannot read its config: {exc!r}") from exc
-        config.setdefault("parameters", {})["tritonkit_reloaded_at"] = {
-            "string_value": f"{time.time():.3f}"}
-        try:
-            response = self._client.post(
-                f"{self.url}/v2/repository/models/{model}/load",
-                json={"parameters": {"config": json.dumps(config)}},
-                timeout=self._load_timeout_s)
-        except httpx.HTTPError as exc:
-            raise HealError(f"reloading {model}: no answer from {self.url}: {exc!r}") from exc
-        if response.status_code == 403:
-            raise HealError(f"reloading {model}: Triton's repository API refused the admin key "
-                            "(403): pass the key of --http-restricted-api with "
-                            "--triton-admin-key / TRITONKIT_MONITOR_TRITON_ADMIN_KEY")
-        if response.status_code != 200:
-            raise HealError(f"reloading {model}: Triton answered {response.status_code}: "
-                            f"{response.text[:200]}")
+        """Reload `model` with fresh instances (`TritonRepository.reload`, the override that
+        really reloads on 2.51); raise HealError when Triton refuses."""
+        self.repository.reload(model)
 
     def close(self) -> None:
         self._client.close()
+        self.repository.close()
 
 
 class HealthMonitor:
@@ -206,7 +175,7 @@ class HealthMonitor:
             self._steps_tried_at = time.monotonic()
             try:
                 self._steps = self.probe.steps(self.ensemble)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+            except (ReloadError, ValueError, KeyError) as exc:
                 logger.info("cannot read the steps of %s yet: %r", self.ensemble, exc)
         return self._steps or ()
 
