@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.gateway.settings import DEFAULT_KEYS_FILE, DEV_KEY_FILES
 from tritonkit.monitor.alerts import DEFAULT_RULES
 from tritonkit.monitor.exported import SIDECAR_METRICS
 from tritonkit.monitor.service import Evaluation, MonitorService, MonitorSettings
@@ -545,6 +546,12 @@ def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_trito
         keyed = urllib.request.Request(load, data=b"{}", method="POST",
                                        headers={"admin-key": key_file.read_text().strip()})
         assert _status(keyed) == 200
+        # the gateway's admin reload gets the same key file: it reloads through the
+        # restricted repository API
+        admin = (DEFAULT_KEYS_FILE.parent / DEV_KEY_FILES[1]).read_text().strip()
+        reload = urllib.request.Request(f"{gateway}/admin/models/churn_packed/load", data=b"",
+                                        method="POST", headers={"X-API-Key": admin})
+        assert _status(reload) == 200
     finally:
         cli.send_signal(signal.SIGTERM)
         code = cli.wait(timeout=60)

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
                          prometheus_port=args.prometheus_port,
                          alertmanager_port=args.alertmanager_port, admin_key=key,
-                         workdir=args.monitoring_dir, gateway_port=args.gateway_port)
+                         admin_key_file=args.admin_key_file, workdir=args.monitoring_dir,
+                         gateway_port=args.gateway_port)
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.

@@ -171,6 +171,8 @@ class StackOptions:
     prometheus_port: int | None = None
     alertmanager_port: int | None = None
     admin_key: str | None = None
+    #: the file holding `admin_key`: the gateway reads it for its admin reload
+    admin_key_file: Path | None = None
     workdir: Path = CACHE / "monitoring"
     gateway_port: int = 0  # 0: no gateway
 
@@ -230,8 +232,11 @@ class EmbeddedStack:
             # KServe v2 binary tensors over HTTP: the gateway's cheaper path to Triton
             # (bench/gateway.py: ~85 µs of gateway CPU per call against ~250 µs over gRPC).
             triton = self.triton.http_url.removeprefix("http://")
-            self.gateway = GatewayProcess(triton_url=triton, protocol="http", host=host,
-                                          port=port, dev_mode=True).start()
+            key_file = self.options.admin_key_file
+            self.gateway = GatewayProcess(
+                triton_url=triton, protocol="http", host=host, port=port, dev_mode=True,
+                extra_args=["--triton-admin-key-file", str(key_file)] if key_file else ()
+            ).start()
         except (TritonKitError, OSError) as exc:
             self.notes.append(f"the /predict gateway did not start: {exc}")
 
