@@ -119,8 +119,12 @@ class Gateway:
                                        max_in_flight=s.coalesce_max_in_flight)
         admin_url = s.triton_admin_url or (s.triton_url if s.protocol == "http" else None)
         if admin_url is not None:
-            key = s.triton_admin_key_file.read_text().strip() if s.triton_admin_key_file \
-                else None
+            try:
+                key = s.triton_admin_key_file.read_text().strip() if s.triton_admin_key_file \
+                    else None
+            except OSError as exc:
+                raise GatewayConfigError(f"cannot read Triton's admin key file "
+                                         f"{s.triton_admin_key_file}: {exc.strerror}") from exc
             self.repository = TritonRepository(f"http://{admin_url.removeprefix('http://')}",
                                                admin_key=key)
         if s.metrics_port is not None:
