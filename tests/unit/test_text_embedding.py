@@ -205,7 +205,7 @@ def test_render_fuses_tokenizer_and_encoder_when_the_target_fuses_python_steps(
     assert (folder / "model.onnx").read_bytes() == minilm_artifacts.variant("fp32").read_bytes()
     assert {p.name for p in folder.iterdir()} == {
         "model.py", "step_errors.py", "text_tokenizer.py", "tokenizer.json", "model.onnx",
-        "text_embedding_step.py", "onnx_session.py"}
+        "text_embedding_step.py", "onnx_session.py", "step_contract.py"}
     warm = (tmp_path / "minilm_fused" / "warmup" / "text").read_bytes()
     assert int.from_bytes(warm[:4], "little") == len(warm) - 4
     assert minilm_artifacts.load_tokenizer().token_count(warm[4:].decode()) >= 128

@@ -16,6 +16,8 @@ from tritonkit.spec import Spec
 
 #: The python-backend step sources the builder copies as `<step>/<version>/model.py`.
 STEPS_DIR = Path(__file__).resolve().parent / "steps"
+#: the probe parameter and the refusal counter, shared by the steps and the monitoring
+STEP_CONTRACT = Path(__file__).resolve().parent / "step_contract.py"
 #: Beside every step that runs an ONNX graph in the python backend (the embedded target only:
 #: production's image has no onnxruntime module, its graphs run on Triton's own backend).
 ONNX_SESSION = (STEPS_DIR / "onnx_session.py", "onnx_session.py")
@@ -47,10 +49,12 @@ def repository_path(spec: Spec, target_name: str) -> Path:
 
 
 def copy_step(step_file: str, folder: Path, extra: Iterable[tuple[Path, str]] = ()) -> None:
-    """A python step as `folder/model.py` with `step_errors.py`, and `extra` (source, name)."""
+    """A python step as `folder/model.py` with `step_errors.py`, `step_contract.py` and
+    `extra` (source, name)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(STEPS_DIR / step_file, folder / "model.py")
     shutil.copy2(STEPS_DIR / "step_errors.py", folder / "step_errors.py")
+    shutil.copy2(STEP_CONTRACT, folder / "step_contract.py")
     for source, name in extra:
         shutil.copy2(source, folder / name)
 

@@ -34,7 +34,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonkit.errors import ServerStartError
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config, write_config
-from tritonkit.repository.layout import ONNX_SESSION, STEPS_DIR
+from tritonkit.repository.layout import ONNX_SESSION, STEP_CONTRACT, STEPS_DIR
 from tritonkit.serve.server import stub_python
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def cpu_repository(production: Path, out: Path, environment: ParityEnvironment) 
             for version in (p for p in config_path.parent.iterdir() if p.name.isdigit()):
                 shutil.copy2(STEPS_DIR / "onnx_model.py", version / f"{_STANDIN_MODULE}.py")
                 shutil.copy2(STEPS_DIR / "step_errors.py", version / "step_errors.py")
+                shutil.copy2(STEP_CONTRACT, version / "step_contract.py")
                 shutil.copy2(ONNX_SESSION[0], version / ONNX_SESSION[1])
                 (version / "model.py").write_text(_standin_source(environment.standin_site))
             replaced.append(config.name)

@@ -35,7 +35,7 @@ from features import (
     packed_problems,
     unpack,
 )
-from step_errors import answer_isolating, describe, error, log_error
+from step_errors import Refusals, answer_isolating, describe, error, is_probe, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
     from drift_publisher import DriftPublisher
@@ -57,6 +57,7 @@ class TritonPythonModel:
         self.session = self.load_graph(here)
 
         self.drift = DriftPublisher.start(here, args) if DriftPublisher is not None else None
+        self.refusals = Refusals(self.model_name)
         self.counting = False  # whether the current execute call's rows are counted
         self.minimum = np.array([f.minimum for f in self.schema.numeric])
         self.maximum = np.array(
@@ -97,8 +98,11 @@ class TritonPythonModel:
         return self.session.run(self.outputs, {"features": matrix})
 
     def execute(self, requests):
-        """Answer every request of a dynamic batch; one request's failure is its own alone."""
+        """Answer every request of a dynamic batch; one request's failure is its own alone.
+        Health probes (`step_errors.is_probe`) are answered in a pass of their own that counts
+        nothing for drift."""
         self.counting = self.drift is not None and self.drift.counting(len(requests))
+        probes = [is_probe(r) for r in requests] if self.counting else None
         responses = [None] * len(requests)
         good = []  # (request index, its inputs: columns, or the (numeric, categorical) pair)
         for i, request in enumerate(requests):
@@ -112,17 +116,26 @@ class TritonPythonModel:
             if problems:
                 responses[i] = pb_utils.InferenceResponse(
                     error=error("; ".join(problems)))
-                if self.counting:
+                if self.counting and not probes[i]:
                     self.drift.counter.count_rejected("malformed_request", max(rows, 1))
             else:
                 good.append((i, inputs))
-        if not good:
-            return responses
-        # Something in the batch may break the vectorised pass (onnxruntime raised, a value
-        # encoding could not take): then each request runs alone.
-        answer_isolating(good, responses, self._answer, lambda item, exc, responses: self._fail(
-            item[0], exc, responses, self._rows(item[1])))
+        if probes is not None and any(probes[i] for i, _ in good):
+            self._answer_all([item for item in good if not probes[item[0]]], responses)
+            self.counting = False
+            self._answer_all([item for item in good if probes[item[0]]], responses)
+        else:
+            self._answer_all(good, responses)
+        self.refusals.count(responses)
         return responses
+
+    def _answer_all(self, good, responses):
+        """Answer `good` in one vectorised pass; if something in it breaks the pass
+        (onnxruntime raised, a value encoding could not take), each request runs alone."""
+        if good:
+            answer_isolating(good, responses, self._answer,
+                             lambda item, exc, responses: self._fail(
+                                 item[0], exc, responses, self._rows(item[1])))
 
     def _read(self, columns):
         """(inputs, problems, rows) of one request's tensors by name; problems [] when its

@@ -6,9 +6,12 @@ The repository builder copies this file beside each step's `model.py` (the steps
     pb_utils.InferenceResponse(error=error("tenure: NaN at row(s) 0"))           # HTTP 400
     pb_utils.InferenceResponse(error=error(f"failed: {describe(exc)}", "INTERNAL"))  # HTTP 500
     answer_isolating(good, responses, self._answer, self._fail)   # one failure is its own
+    probes = [is_probe(r) for r in requests]        # health probes: no drift counts
+    self.refusals.count(responses)                  # the 400s, by this step's name
 """
 
 import triton_python_backend_utils as pb_utils
+from step_contract import PROBE_PARAMETER, REFUSED_REQUESTS, REFUSED_REQUESTS_HELP
 
 
 def error(message, code_name="INVALID_ARG"):
@@ -50,3 +53,47 @@ def answer_isolating(good, responses, answer, fail):
                 answer([item], responses)
             except Exception as alone:
                 fail(item, alone, responses)
+
+
+def is_probe(request):
+    """Whether `request` is a health probe of the monitoring sidecar (it carries the parameter
+    `step_contract.PROBE_PARAMETER`): answered as any other, its rows left out of drift counts."""
+    try:
+        return PROBE_PARAMETER in request.parameters()
+    except Exception:  # a stub without request parameters
+        return False
+
+
+class Refusals:
+    """The requests this step refuses as the caller's mistake (INVALID_ARG), counted in
+    `tritonkit_refused_requests_total{model=<this step>}` once per execute call: Triton's
+    failure counter counts a client's 400s and the server's 500s alike."""
+
+    def __init__(self, model_name):
+        self._family = None
+        self._metric = None
+        self._invalid = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+        family = getattr(pb_utils, "MetricFamily", None)
+        if family is None:  # a stub without custom metrics
+            return
+        try:
+            # keep the family referenced: one left to the garbage collector breaks its metrics
+            self._family = family(name=REFUSED_REQUESTS, description=REFUSED_REQUESTS_HELP,
+                                  kind=family.COUNTER)
+            self._metric = self._family.Metric(labels={"model": model_name})
+        except Exception as exc:  # metrics off on the server: the step serves without them
+            log_error(f"refused-request counter unavailable: {describe(exc)}")
+
+    def count(self, responses):
+        if self._metric is None:
+            return
+        refused = 0
+        for response in responses:
+            if response is not None and response.has_error() and (
+                    self._invalid is None or response.error().code() == self._invalid):
+                refused += 1
+        if refused:
+            try:
+                self._metric.increment(refused)
+            except Exception as exc:  # a metric call failing must never fail the requests
+                log_error(f"refused-request counter: {describe(exc)}")

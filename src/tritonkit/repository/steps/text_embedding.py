@@ -29,7 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from step_errors import answer_isolating, describe, error, log_error
+from step_errors import Refusals, answer_isolating, describe, error, log_error
 from text_tokenizer import TextError, TextTokenizer, check_texts, length_buckets
 
 INPUT = "text"
@@ -38,6 +38,7 @@ INPUT = "text"
 class TritonPythonModel:
     def initialize(self, args):
         self.model_name = args["model_name"]
+        self.refusals = Refusals(self.model_name)
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_length = int(params["max_sequence_length"])
@@ -68,10 +69,10 @@ class TritonPythonModel:
                     error=error(f"could not read the input {INPUT!r}: {describe(exc)}"))
             else:
                 good.append((i, texts))
-        if not good:
-            return responses
-        answer_isolating(good, responses, self._answer,
-                         lambda item, exc, responses: self._fail(item[0], exc, responses))
+        if good:
+            answer_isolating(good, responses, self._answer,
+                             lambda item, exc, responses: self._fail(item[0], exc, responses))
+        self.refusals.count(responses)
         return responses
 
     def _answer(self, good, responses):
