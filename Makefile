@@ -27,7 +27,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up down test test-tools test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config production-secrets clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up down test test-tools test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -161,6 +161,9 @@ loadtest-ui: $(STAMP) ## Locust's web UI (127.0.0.1:8089) against HOST: pick use
 
 loadtest-calibrate: $(STAMP) build-engines ## Locust's own ceiling on this machine (trivial server) beside Triton's churn
 	$(PY) loadtests/calibrate.py --duration-s $(BENCH_DURATION_S)
+
+rules: $(STAMP) ## render monitoring/prometheus/rules/serving.yml from the production repository's entry points (after a spec change)
+	$(PY) -m tritonkit.monitor.rules
 
 compose-config: ## validate docker-compose.yml offline (needs docker-compose)
 	docker-compose -f docker-compose.yml config -q

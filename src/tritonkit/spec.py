@@ -192,7 +192,8 @@ class _ModelBase(_Frozen):
     availability_slo: float = Field(
         0.995, gt=0, lt=1,
         description="share of requests that must succeed: stated in the model card; the churn "
-        "burn-rate alerts (monitoring/prometheus/rules/slo.yml) spend its error budget",
+        "burn-rate alerts (monitoring/prometheus/rules/serving.yml, which uses 0.995 for every "
+        "entry point) spend its error budget",
     )
     response_cache: bool = Field(
         False,

@@ -19,8 +19,8 @@ import pytest
 
 from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.features import FeatureSchema
-from tritonkit.monitor.exported import ENSEMBLE_FAILURE_MULTIPLICITY
 from tritonkit.repository.build import render_repository
+from tritonkit.repository.entry_points import ENSEMBLE_FAILURE_MULTIPLICITY
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Spec
 

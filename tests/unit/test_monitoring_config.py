@@ -16,9 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonkit.monitor.exported import ENSEMBLE_FAILURE_MULTIPLICITY
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.spec import Spec
+from tritonkit.repository.build import render_repository
+from tritonkit.repository.entry_points import EntryPoint, repository_entry_points
+from tritonkit.spec import Spec, load_spec
+from tritonkit.text.artifacts import TextEmbeddingArtifacts
 
 from ..support import require_tool
 
@@ -31,7 +35,7 @@ DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
 GRAFANA_PROVISIONING = MONITORING / "grafana" / "provisioning"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SIDECAR_ALERTS = PROJECT_ROOT / "configs" / "alerts.yaml"
-SEVERITIES = {"page", "ticket", "critical", "warning"}
+SEVERITIES = {"page", "ticket", "critical", "warning", "none"}
 
 
 def _tool(name: str, package: str) -> str:
@@ -78,7 +82,7 @@ def test_prometheus_rules_pass_promtool_check_rules() -> None:
 
 def test_prometheus_rules_pass_their_promtool_unit_tests() -> None:
     promtool = _tool("promtool", "prometheus")
-    assert {p.stem for p in RULE_TESTS} >= {"slo_test", "serving_test", "drift_test"}
+    assert {p.stem for p in RULE_TESTS} >= {"gateway_test", "serving_test", "drift_test"}
     result = _run(promtool, "test", "rules", *map(str, RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -93,7 +97,7 @@ def test_prometheus_rule_tests_cover_every_alert_firing_and_silent() -> None:
                 (fired if check.get("exp_alerts") else silent).add(check["alertname"])
     names = {rule["alert"] for rule in _alerts()}
     assert names - fired == set(), "alerts never shown firing"
-    assert names - silent == set(), "alerts never shown silent"
+    assert names - silent == {"Watchdog"}, "alerts never shown silent (the Watchdog never is)"
 
 
 def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
@@ -113,9 +117,11 @@ def test_prometheus_alerts_carry_severity_service_and_runbook() -> None:
     alerts = _alerts()
     assert alerts
     for rule in alerts:
-        assert rule["alert"].startswith("TritonChurn"), rule["alert"]
+        assert rule["alert"].startswith("Triton") or rule["alert"] == "Watchdog", rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]
-        assert rule["labels"]["service"] == "churn", rule["alert"]
+        # drift alerts are churn's; serving alerts are each entry point's own
+        assert rule["labels"]["service"] in ("churn", "triton", "gateway", "monitoring",
+                                             "{{ $labels.model }}"), rule
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
 
 
@@ -125,27 +131,54 @@ def test_prometheus_alert_names_differ_from_the_sidecars() -> None:
     assert {rule["alert"] for rule in _alerts()} & sidecar == set()
 
 
-def test_error_ratios_divide_the_ensembles_failures_by_the_failure_multiplicity() -> None:
-    """Triton 2.51 counts a failed ensemble request twice: every use of the counter halves it."""
-    failure = re.compile(r"nv_inference_request_failure\{[^}]*\}\[[^\]]+\]\)\)")
-    halved = re.compile(failure.pattern + rf"\s*/\s*{ENSEMBLE_FAILURE_MULTIPLICITY}\b")
-    exprs = [rule["expr"] for rule in _rules()] + _dashboard_exprs()
-    uses = sum(len(failure.findall(expr)) for expr in exprs)
-    assert uses >= 7  # the six windows of slo.yml and the dashboard at least
-    assert sum(len(halved.findall(expr)) for expr in exprs) == uses
+def test_serving_rules_are_what_the_renderer_makes_of_the_production_repository(
+        artifacts: ChurnArtifacts, minilm_exported: TextEmbeddingArtifacts,
+        tmp_path: Path) -> None:
+    """monitoring/prometheus/rules/serving.yml is generated: a spec change that adds, removes
+    or reshapes an entry point must come with `make rules`. The repository is the shipped
+    spec's production one, every model served FP32 (a variant changes no step)."""
+    spec = load_spec()
+    models = {name: model.model_copy(update={"variants": model.variants.model_copy(
+        update={"serve": {t: "fp32" for t in spec.targets}})})
+        for name, model in spec.models.items()}
+    render_repository(spec.model_copy(update={"models": models}), "production", tmp_path)
+    entries = repository_entry_points(tmp_path)
+    rendered = render_rules(entries)
+    assert PRODUCTION_RULES.read_text() == rendered, "stale serving rules: run `make rules`"
+    served = {e.name for e in entries}
+    recorded = {rule["labels"]["model"] for rule in _rules()
+                if rule.get("record") == "tritonkit:requests:rate5m"}
+    assert recorded == served == {"churn", "churn_packed", "minilm"}
+
+
+def test_failures_are_divided_by_the_entry_points_multiplicity_and_refusals_subtracted() -> None:
+    """Triton 2.51 counts a failed ensemble request twice, a model served as it is once; the
+    first step's refusals are the callers' and come off the server's errors."""
+    text = render_rules([EntryPoint("ens", ("ens_pre", "ens_model"), cached=True),
+                         EntryPoint("alone", (), cached=True)])
+    rules = {(r.get("record"), r.get("labels", {}).get("model")): " ".join(r["expr"].split())
+             for group in yaml.safe_load(text)["groups"] for r in group["rules"]
+             if "record" in r}
+    ens = rules["tritonkit:server_errors:rate5m", "ens"]
+    assert 'nv_inference_request_failure{model="ens"}[5m])) or' in ens and ")) / 2 -" in ens
+    assert 'tritonkit_refused_requests_total{model="ens_pre"}[5m]' in ens
+    alone = rules["tritonkit:server_errors:rate5m", "alone"]
+    assert "/ 2" not in alone and 'tritonkit_refused_requests_total{model="alone"}' in alone
+    assert 'model=~"ens_pre|ens_model"' in rules["tritonkit:latency_p95_ms", "ens"]
+    assert "tritonkit_monitor_probe_requests_total" in rules["tritonkit:requests:rate1d", "ens"]
 
 
 def test_burn_rate_alerts_page_and_ticket_on_the_sre_windows() -> None:
-    burn = [r for r in _alerts() if r["alert"] == "TritonChurnErrorBudgetBurn"]
+    burn = [r for r in _alerts() if r["alert"] == "TritonModelErrorBudgetBurn"]
     windows = {r["labels"]["slo_window"]: (r["labels"]["severity"], " ".join(r["expr"].split()))
                for r in burn}
     assert windows == {
-        "1h": ("page", "churn:request_error_ratio:rate1h > (14.4 * 0.005) and "
-                       "churn:request_error_ratio:rate5m > (14.4 * 0.005)"),
-        "6h": ("page", "churn:request_error_ratio:rate6h > (6 * 0.005) and "
-                       "churn:request_error_ratio:rate30m > (6 * 0.005)"),
-        "1d": ("ticket", "churn:request_error_ratio:rate1d > (3 * 0.005) and "
-                         "churn:request_error_ratio:rate2h > (3 * 0.005)"),
+        "1h": ("page", "tritonkit:request_error_ratio:rate1h > (14.4 * 0.005) and "
+                       "tritonkit:request_error_ratio:rate5m > (14.4 * 0.005)"),
+        "6h": ("page", "tritonkit:request_error_ratio:rate6h > (6 * 0.005) and "
+                       "tritonkit:request_error_ratio:rate30m > (6 * 0.005)"),
+        "1d": ("ticket", "tritonkit:request_error_ratio:rate1d > (3 * 0.005) and "
+                         "tritonkit:request_error_ratio:rate2h > (3 * 0.005)"),
     }
 
 
@@ -162,8 +195,15 @@ def test_alertmanager_config_passes_amtool_check_config() -> None:
 def test_alertmanager_routes_each_severity_to_its_receiver(severity: str, receiver: str) -> None:
     amtool = _tool("amtool", "prometheus-alertmanager")
     result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
-                  f"--verify.receivers={receiver}", "alertname=TritonChurnErrorBudgetBurn",
+                  f"--verify.receivers={receiver}", "alertname=TritonModelErrorBudgetBurn",
                   "service=churn", f"severity={severity}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_sends_the_watchdog_to_the_dead_man_receiver_alone() -> None:
+    amtool = _tool("amtool", "prometheus-alertmanager")
+    result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+                  "--verify.receivers=deadman", "alertname=Watchdog", "severity=none")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -32,8 +32,10 @@ from tritonkit.errors import ServerStartError, TritonKitError
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
+from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.monitor.service import MonitorService, MonitorSettings
 from tritonkit.paths import CACHE, PROJECT_ROOT
+from tritonkit.repository.entry_points import repository_entry_points
 from tritonkit.serve.process import ChildProcess, http_ok
 from tritonkit.serve.server import TritonServer
 
@@ -136,9 +138,11 @@ class PrometheusProcess(ManagedProcess):
 
 
 def prometheus_config(targets: dict[str, str], alertmanager: str | None,
-                      template: Path = PROMETHEUS_CONFIG, interval_s: float = 15.0
-                      ) -> dict[str, Any]:
-    """The production `prometheus.yml` with local targets: same jobs, same rule files.
+                      template: Path = PROMETHEUS_CONFIG, interval_s: float = 15.0,
+                      serving_rules: Path | None = None) -> dict[str, Any]:
+    """The production `prometheus.yml` with local targets: same jobs, same rule files, except
+    the serving rules where `serving_rules` names the ones rendered for the served repository
+    (`tritonkit.monitor.rules`: production's name steps the embedded target fuses).
 
     Args:
         targets: job name -> host:port (jobs of the template not named here are dropped).
@@ -152,7 +156,7 @@ def prometheus_config(targets: dict[str, str], alertmanager: str | None,
     config: dict[str, Any] = {
         "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval":
                    f"{interval_s:g}s"},
-        "rule_files": [str(folder / pattern) for pattern in base.get("rule_files", [])],
+        "rule_files": _rule_files(folder, base.get("rule_files", []), serving_rules),
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [targets[job]]}]}
                            for job in jobs if job in targets],
     }
@@ -160,6 +164,13 @@ def prometheus_config(targets: dict[str, str], alertmanager: str | None,
         config["alerting"] = {"alertmanagers": [{"static_configs": [
             {"targets": [alertmanager]}]}]}
     return config
+
+
+def _rule_files(folder: Path, patterns: list[str], serving_rules: Path | None) -> list[str]:
+    if serving_rules is None:
+        return [str(folder / pattern) for pattern in patterns]
+    files = sorted({path for pattern in patterns for path in folder.glob(pattern)})
+    return [str(p) for p in files if p.name != PRODUCTION_RULES.name] + [str(serving_rules)]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -220,10 +231,15 @@ class EmbeddedStack:
                 targets["alertmanager"] = f"{host}:{self.alertmanager.port}"
             if self.gateway is not None:
                 targets["gateway"] = f"{host}:{self.gateway.port}"
+            workdir = o.workdir / f"prometheus-{o.prometheus_port}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            serving_rules = workdir / "serving.yml"
+            serving_rules.write_text(render_rules(
+                repository_entry_points(self.triton.settings.model_repository)))
             self.prometheus = self._start_process(PrometheusProcess(
-                port=o.prometheus_port, host=host,
-                workdir=o.workdir / f"prometheus-{o.prometheus_port}",
-                config=prometheus_config(targets, targets.get("alertmanager"))))
+                port=o.prometheus_port, host=host, workdir=workdir,
+                config=prometheus_config(targets, targets.get("alertmanager"),
+                                         serving_rules=serving_rules)))
         return self
 
     def _start_gateway(self, host: str, port: int) -> None:
