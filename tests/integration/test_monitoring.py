@@ -145,7 +145,7 @@ def _drifted(customers: Sequence[dict[str, Any]], artifacts: ChurnArtifacts
 
 def _firing(service: MonitorService, rule: str) -> set[str]:
     """The `feature` labels (or "" for none) of the alerts of `rule` firing now."""
-    return {a.labels.get("feature", "") for a in service.engine.firing()
+    return {a.labels.get("feature", "") for a in service.firing()
             if a.labels["alertname"] == rule}
 
 
@@ -241,28 +241,94 @@ def _error_burst(triton: TritonServer, customers: Sequence[dict[str, Any]], bad:
         assert status == 200, answer
 
 
-def test_sidecar_fires_the_error_rate_alert_when_a_burst_of_requests_fails(
+def test_sidecar_counts_the_steps_refusals_as_the_clients_not_as_server_errors(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
     customers: list[dict[str, Any]],
 ) -> None:
+    """Requests the step refuses (HTTP 400) are Triton failures, counted twice for the
+    ensemble: the sidecar takes them off with the step's refusal counter."""
     service, clock = sidecar(window_s=300), Clock()
     service.evaluate_once(clock.now)
 
-    rates = []
     for _ in range(2):  # the shipped rule wants 300 s above 5 %
         _error_burst(monitored_triton, customers, bad=20, good=20)
-        evaluation = service.evaluate_once(clock.advance(300))
-        assert evaluation.signals is not None
-        rates.append(evaluation.signals.serving.error_rate)
-
-    # Triton counts each failed ensemble request twice; the sidecar halves it.
-    assert rates == [pytest.approx(0.5), pytest.approx(0.5)]
-    assert _firing(service, "ChurnErrorRateHigh") == {""}
+        _settled(monitored_triton)
+        service.evaluate_once(clock.advance(300))
+        serving = service.latest_serving["churn"]
+        assert (serving.requests, serving.refusals, serving.failures) == (40, 20, 0)
+        assert serving.error_rate == 0 and serving.refusal_rate == pytest.approx(0.5)
+    assert _firing(service, "ModelErrorRateHigh") == set()
     status, metrics = _get(f"{service.url}/metrics")
     assert status == 200
-    assert 'tritonkit_monitor_error_rate{model="churn"} 0.5' in metrics.decode()
-    assert re.search(r'tritonkit_monitor_alert_firing\{alertname="ChurnErrorRateHigh",'
-                     r'feature="",severity="page"\} 1\.0', metrics.decode())
+    assert 'tritonkit_monitor_error_rate{model="churn"} 0.0' in metrics.decode()
+    assert 'tritonkit_monitor_client_refusal_rate{model="churn"} 0.5' in metrics.decode()
+
+
+def test_sidecar_fires_the_error_rate_alert_when_the_server_fails_requests(
+    repositories: dict[str, Path], customers: list[dict[str, Any]], tmp_path: Path,
+) -> None:
+    """A dead stub's 500s are the server's failures: the page fires, for the entry point whose
+    step died, and the sidecar's own failed probes are not counted among the clients'."""
+    # A server of its own: Triton 2.51 never finishes unloading a killed instance.
+    monitored_triton = serve(repositories["embedded"], tmp_path, admin_key=ADMIN_KEY)
+    service = MonitorService(MonitorSettings(
+        triton_url=monitored_triton.http_url, metrics_url=monitored_triton.metrics_url,
+        port=0, admin_key=ADMIN_KEY, window_s=300, heal=False)).start(
+            evaluate_loop=False, health_loop=False)
+    clock = Clock()
+    service.evaluate_once(clock.now)
+    os.kill(stub_pids(monitored_triton, "churn_fused")[0], signal.SIGKILL)  # one of two
+    try:
+        for _ in range(2):
+            failed = 0
+            for customer in customers[:20]:
+                status, _ = post(monitored_triton, body_for(customer))
+                assert status in (200, 500)
+                failed += status == 500
+            assert failed > 0
+            report = service.check_health()  # its failed probes are not the clients'
+            probes_failed = sum(not c.ok for c in report.checks if c.name == "inference_churn")
+            assert probes_failed == 1
+            service.evaluate_once(clock.advance(300))
+            serving = service.latest_serving["churn"]
+            assert (serving.requests, serving.failures, serving.probes) == (20, failed, 4)
+        assert _firing(service, "ModelErrorRateHigh") == {""}
+        status, metrics = _get(f"{service.url}/metrics")
+        assert re.search(r'tritonkit_monitor_error_rate\{model="churn"\} 0\.[1-9]',
+                         metrics.decode())
+        assert re.search(r'tritonkit_monitor_alert_firing\{alertname="ModelErrorRateHigh",'
+                         r'feature="",model="churn",severity="page"\} 1\.0', metrics.decode())
+    finally:
+        service.stop()
+        monitored_triton.stop(timeout_s=5, check=False)
+
+
+def test_a_stack_only_the_probes_call_raises_the_low_traffic_alert(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+) -> None:
+    """12 probes a simulated minute to each entry point (above the rule's 10/min) and no
+    client: the traffic is 0, and ModelTrafficLow fires after its 600 s for every entry
+    point. The probes reach every entry point Triton serves and count no drift row."""
+    service, clock = sidecar(window_s=300), Clock()
+    rows = _rows(monitored_triton)
+    fired_at = None
+    for minute in range(16):
+        for _ in range(3):
+            report = service.check_health()
+            assert report.ok, report.as_json()
+        service.evaluate_once(clock.advance(60))
+        if fired_at is None and _firing(service, "ModelTrafficLow"):
+            fired_at = minute
+    assert {c.name for c in report.checks} >= {"inference_churn", "inference_churn_packed"}
+    firing = {a.labels["model"] for a in service.firing()
+              if a.labels["alertname"] == "ModelTrafficLow"}
+    assert firing == set(service.entries) >= {"churn", "churn_packed"}
+    assert service.latest_serving["churn"].probes > 0
+    assert service.latest_serving["churn"].requests_per_minute == 0
+    # the first window is judged at minute 1, pending from then, firing 600 s later
+    assert fired_at == 11
+    _settled(monitored_triton)
+    assert _rows(monitored_triton) == rows  # 192 probes, no drift row
 
 
 def test_sidecar_reads_p95_latency_when_the_ensemble_caches_responses_and_exports_no_summary(
@@ -294,30 +360,32 @@ def test_alertmanager_receives_the_alert_and_its_resolution_when_the_sidecar_del
 ) -> None:
     # Real time here (Alertmanager judges startsAt/endsAt by its clock), so the rule fires at
     # once instead of after its shipped 300 s; windows of 0.5 s hold one step of traffic each.
+    # No client sends anything in the first window: the traffic alert of churn fires; 20
+    # customers in the next one resolve it.
     service = sidecar(alertmanager_url=alertmanager.url, window_s=0.5,
-                      alerts_file=_fast_rules(tmp_path, "ChurnErrorRateHigh"))
+                      entry_points=("churn",),
+                      alerts_file=_fast_rules(tmp_path, "ModelTrafficLow"))
 
     def window_later() -> Evaluation:
         time.sleep(0.6)
         return service.evaluate_once()
 
     service.evaluate_once()
-    _error_burst(monitored_triton, customers, bad=10, good=10)
     window_later()
 
     def delivered() -> list[dict[str, Any]]:
         return [a for a in alertmanager.alerts()
-                if a["labels"].get("alertname") == "ChurnErrorRateHigh"]
+                if a["labels"].get("alertname") == "ModelTrafficLow"]
 
     (alert,) = delivered()
-    assert alert["labels"] == {"alertname": "ChurnErrorRateHigh", "severity": "page",
-                               "service": "churn"}
+    assert alert["labels"] == {"alertname": "ModelTrafficLow", "severity": "ticket",
+                               "service": "churn", "model": "churn"}
     assert alert["status"]["state"] == "active"
-    assert "error rate 50.0%" in alert["annotations"]["summary"]
+    assert "churn gets 0.0 client requests/min" in alert["annotations"]["summary"]
 
     _error_burst(monitored_triton, customers, bad=0, good=20)
     evaluation = window_later()
-    assert [t.state for t in evaluation.transitions if t.rule == "ChurnErrorRateHigh"] == [
+    assert [t.state for t in evaluation.transitions if t.rule == "ModelTrafficLow"] == [
         "resolved"]
     deadline = time.monotonic() + 10
     while delivered() and delivered()[0]["status"]["state"] == "active":
@@ -374,6 +442,30 @@ def test_report_renders_svg_plots_in_headless_chromium_when_a_window_was_judged(
         assert section.count('class="window"') == bins
         assert section.count('class="reference"') == bins
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sidecar_reads_triton_directly_and_says_so_when_its_prometheus_is_down(
+    sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
+    customers: list[dict[str, Any]],
+) -> None:
+    """Prometheus gone (compose: its container down) must not blind the sidecar: it judges
+    Triton's own /metrics, /health stays 200 and names the fallback, and a gauge tells."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    service, clock = sidecar(prometheus_url=closed, window_s=300), Clock()
+    service.evaluate_once(clock.now)
+    _error_burst(monitored_triton, customers, bad=0, good=10)
+    _settled(monitored_triton)
+    evaluation = service.evaluate_once(clock.advance(300))
+
+    assert evaluation.source_error is None
+    assert service.latest_serving["churn"].requests == 10  # counted from Triton directly
+    status, body = _get(f"{service.url}/health")
+    health = json.loads(body)
+    assert status == 200, health
+    (degraded,) = health["degraded"]
+    assert "reading Triton's /metrics directly" in degraded and closed in degraded
+    _, metrics = _get(f"{service.url}/metrics")
+    assert "tritonkit_monitor_source_fallback 1.0" in metrics.decode()
 
 
 def test_health_fails_and_scrape_errors_count_when_the_metrics_source_is_unreachable(
@@ -440,7 +532,7 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
         triton_url=server.http_url, metrics_url=server.metrics_url, port=0,
         admin_key=ADMIN_KEY, health_interval_s=5.0,
         # The shipped rule pages only after 60 s without answers; a heal takes less.
-        alerts_file=_fast_rules(tmp_path, "ChurnModelUnavailable")))
+        alerts_file=_fast_rules(tmp_path, "ModelUnavailable")))
     try:
         service.start(evaluate_loop=False)  # the health loop runs, every 5 s as by default
         deadline = time.monotonic() + 30
@@ -476,9 +568,9 @@ def test_sidecar_reloads_a_killed_python_stub_when_real_inferences_fail(
         fired = service.evaluate_once()
         service.check_health()
         cleared = service.evaluate_once()
-        assert [t.state for t in fired.transitions if t.rule == "ChurnModelUnavailable"] == [
+        assert [t.state for t in fired.transitions if t.rule == "ModelUnavailable"] == [
             "firing"]
-        assert [t.state for t in cleared.transitions if t.rule == "ChurnModelUnavailable"] == [
+        assert [t.state for t in cleared.transitions if t.rule == "ModelUnavailable"] == [
             "resolved"]
     finally:
         service.stop()

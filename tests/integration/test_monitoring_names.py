@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -27,15 +29,21 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tritonkit.gateway.metrics import GatewayMetrics
 from tritonkit.monitor.exported import SIDECAR_METRICS
+from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
+from tritonkit.repository.entry_points import repository_entry_points
 from tritonkit.serve.server import TritonServer, free_port
 
-from ..support import body_for, post, require_tool, serve, with_input
+from ..support import body_for, post, require_tool, serve, stub_pids, with_input
 
 MONITORING = PROJECT_ROOT / "monitoring"
-RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
+#: The static rule files; the serving rules are rendered for the served repository (the
+#: `rule_files` fixture), as `make up` renders them.
+STATIC_RULE_FILES = sorted(p for p in (MONITORING / "prometheus" / "rules").glob("*.yml")
+                           if p.name != PRODUCTION_RULES.name)
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
 ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -44,7 +52,7 @@ ADMIN_KEY = "test-admin-key"
 PROMETHEUS_MADE = {"up", "ALERTS"}
 #: Requests sent once Prometheus watches: good ones, and ones the step refuses (an unknown
 #: category), which Triton 2.51 counts twice each as failures of the ensemble.
-GOOD_REQUESTS, BAD_REQUESTS = 18, 2
+GOOD_REQUESTS, BAD_REQUESTS, SERVER_ERRORS = 18, 2, 3
 
 T = TypeVar("T")
 
@@ -93,9 +101,9 @@ def selectors(expr: str, where: str) -> list[Selector]:
     return found
 
 
-def rule_selectors() -> list[Selector]:
+def rule_selectors(rule_files: list[Path]) -> list[Selector]:
     out = []
-    for path in RULE_FILES:
+    for path in rule_files:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 name = rule.get("alert") or rule["record"]
@@ -103,8 +111,8 @@ def rule_selectors() -> list[Selector]:
     return out
 
 
-def recorded_names() -> set[str]:
-    return {rule["record"] for path in RULE_FILES
+def recorded_names(rule_files: list[Path]) -> set[str]:
+    return {rule["record"] for path in rule_files
             for group in yaml.safe_load(path.read_text())["groups"]
             for rule in group["rules"] if "record" in rule}
 
@@ -145,14 +153,24 @@ def test_selectors_finds_names_and_matchers_but_not_functions_or_label_lists() -
     assert found[0].labels() == {"model", "q"}
 
 
+def gateway_names() -> set[str]:
+    """Sample names the gateway exports on its metrics port (labelled series included, which
+    have no sample before their first use)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    return {family.name + suffix for family in GatewayMetrics().registry.collect()
+            for suffix in suffixes.get(family.type, ("",))}
+
+
 def test_rules_and_dashboard_name_only_metrics_that_triton_or_the_sidecar_emit(
-        triton_samples: dict[str, set[str]]) -> None:
-    recorded = recorded_names()
+        triton_samples: dict[str, set[str]], rule_files: list[Path]) -> None:
+    recorded = recorded_names(rule_files)
     sidecar = sidecar_names()
-    used = rule_selectors() + dashboard_selectors()
+    used = rule_selectors(rule_files) + dashboard_selectors()
     unknown = [(s.where, s.name) for s in used
                if s.name not in triton_samples and s.name not in sidecar
-               and s.name not in recorded and s.name not in PROMETHEUS_MADE]
+               and s.name not in recorded and s.name not in PROMETHEUS_MADE
+               and s.name not in gateway_names()]
     assert unknown == []
     names = {s.name for s in used}
     # The check sees what it should: Triton's, the python step's and the sidecar's metrics.
@@ -162,9 +180,10 @@ def test_rules_and_dashboard_name_only_metrics_that_triton_or_the_sidecar_emit(
     assert {s.name for s in used if ":" in s.name} <= recorded
 
 
-def test_sidecar_selectors_use_only_the_labels_the_sidecar_exports() -> None:
+def test_sidecar_selectors_use_only_the_labels_the_sidecar_exports(
+        rule_files: list[Path]) -> None:
     sidecar = sidecar_names()
-    for selector in rule_selectors() + dashboard_selectors():
+    for selector in rule_selectors(rule_files) + dashboard_selectors():
         if selector.name in sidecar:
             allowed = set(sidecar[selector.name]) | {"job", "instance"}
             assert selector.labels() <= allowed, (selector.where, selector.name)
@@ -179,18 +198,20 @@ def test_prometheus_scrapes_triton_and_reads_its_request_counter(prometheus: Pro
 
 def test_every_triton_selector_of_rules_and_dashboard_selects_live_series(
         prometheus: Prometheus, triton_samples: dict[str, set[str]],
-        repositories: dict[str, Path]) -> None:
+        repositories: dict[str, Path], rule_files: list[Path]) -> None:
     """Names and label values alike: a `model="churn"` or `quantile="0.95"` that Triton does not
     use would select nothing, and the alert would never fire. One exception, pinned: Triton 2.51
     exports no request summary for a model whose response cache is on, as the ensemble's is;
     the p95 alert falls back to its steps' summaries then."""
-    checked = [s for s in rule_selectors() + dashboard_selectors() if s.name in triton_samples]
+    checked = [s for s in rule_selectors(rule_files) + dashboard_selectors()
+               if s.name in triton_samples]
     assert len(checked) > 20
     cached = read_config(repositories["embedded"] / "churn" / "config.pbtxt").response_cache.enable
 
     def ensemble_summary(selector: Selector) -> bool:
+        # churn, and churn_packed (a cached step served as it is on the embedded target)
         return selector.name == "nv_inference_request_summary_us" and \
-            re.search(r'model="churn"', selector.matchers) is not None
+            re.search(r'model="churn(_packed)?"', selector.matchers) is not None
 
     def empty() -> list[tuple[str, str]]:
         return [(s.where, s.promql()) for s in checked
@@ -205,14 +226,15 @@ def test_every_triton_selector_of_rules_and_dashboard_selects_live_series(
         missing = empty()
     assert missing == expected
     fallback = [s for s in checked if s.name == "nv_inference_request_summary_us"
-                and 'model=~"churn_.+"' in s.matchers]
+                and 'model="churn_fused"' in s.matchers]
     assert fallback, "the p95 alert has no fallback to the steps' summaries"
 
 
-def test_every_rule_evaluates_without_error_on_live_triton(prometheus: Prometheus) -> None:
+def test_every_rule_evaluates_without_error_on_live_triton(prometheus: Prometheus,
+                                                         rule_files: list[Path]) -> None:
     groups = _until(lambda: _evaluated_groups(prometheus), "rule groups evaluated")
     files = {Path(g["file"]).name for g in groups}
-    assert files == {p.name for p in RULE_FILES}
+    assert files == {p.name for p in rule_files}
     broken = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"]
               if r["health"] != "ok"]
     assert broken == []
@@ -228,28 +250,34 @@ def test_every_dashboard_query_evaluates_without_error(prometheus: Prometheus) -
     assert errors == []
 
 
-def test_recorded_error_ratio_is_the_share_of_requests_that_failed(
+def test_recorded_ratios_tell_the_servers_errors_from_the_callers_refusals(
         prometheus: Prometheus, traffic: dict[str, int]) -> None:
-    """Triton counts each failed request twice; the recording rule halves it back."""
-    expected = traffic["failed"] / (traffic["failed"] + traffic["succeeded"])
+    """Triton counts each failed ensemble request twice, refused or not: the recorded error
+    ratio is the server's failures (the dead stub's 500s), the refusal ratio the step's 400s."""
+    total = sum(traffic.values())
 
-    def ratio() -> float | None:
-        result = prometheus.query("churn:request_error_ratio:rate5m")
+    def ratio(name: str) -> float | None:
+        result = prometheus.query(f'{name}{{model="churn"}}')
         return float(result[0]["value"][1]) if result else None
 
-    assert _until(lambda: _settled(ratio(), expected), "the recorded error ratio") == \
-        pytest.approx(expected, rel=1e-6)
+    errors = traffic["failed"] / total
+    assert _until(lambda: _settled(ratio("tritonkit:request_error_ratio:rate5m"), errors),
+                  "the recorded error ratio") == pytest.approx(errors, rel=1e-6)
+    refused = traffic["refused"] / total
+    assert _until(lambda: _settled(ratio("tritonkit:client_refusal_ratio:rate5m"), refused),
+                  "the recorded refusal ratio") == pytest.approx(refused, rel=1e-6)
     failures = prometheus.query('sum(nv_inference_request_failure{model="churn"})')
-    assert float(failures[0]["value"][1]) == 2 * traffic["failed"]
+    assert float(failures[0]["value"][1]) == 2 * (traffic["failed"] + traffic["refused"])
 
 
 def test_a_burst_of_errors_pages_through_alertmanager_which_inhibits_the_ticket(
         prometheus: Prometheus, alertmanager: Alertmanager, traffic: dict[str, int]) -> None:
-    """10 % of requests failed: the 1 h and 6 h pages and the 1 d ticket fire in Prometheus;
+    """About 10 % of requests failed on the server: the 1 h and 6 h pages and the 1 d ticket
+    fire in Prometheus;
     Alertmanager gets them and silences the ticket under the page."""
     def delivered() -> dict[str, dict[str, Any]] | None:
         alerts = {a["labels"]["slo_window"]: a for a in alertmanager.alerts()
-                  if a["labels"]["alertname"] == "TritonChurnErrorBudgetBurn"}
+                  if a["labels"]["alertname"] == "TritonModelErrorBudgetBurn"}
         return alerts if set(alerts) == {"1h", "6h", "1d"} else None
 
     alerts = _until(delivered, "burn-rate alerts in Alertmanager", timeout_s=30)
@@ -259,7 +287,7 @@ def test_a_burst_of_errors_pages_through_alertmanager_which_inhibits_the_ticket(
     assert alerts["1d"]["status"]["inhibitedBy"]
     assert alerts["1h"]["status"]["state"] == "active"
     firing = {a["labels"]["alertname"] for a in prometheus.get("/api/v1/alerts")["data"]["alerts"]}
-    assert "TritonChurnServerDown" not in firing and "TritonChurnModelNotLoaded" not in firing
+    assert "TritonServerDown" not in firing and "TritonModelNotLoaded" not in firing
 
 
 @pytest.mark.parametrize(("source", "target", "inhibited"), [
@@ -273,9 +301,9 @@ def test_a_burst_of_errors_pages_through_alertmanager_which_inhibits_the_ticket(
      "TritonChurnUnseenCategories/warning/contract", True),
     ("TritonChurnUnseenCategories/critical/contract",
      "TritonChurnUnseenCategories/warning/gender", False),
-    ("TritonChurnLatencyP95High/critical", "TritonChurnQueueTimeDominant/warning", False),
+    ("TritonModelLatencyP95High/critical", "TritonModelQueueTimeDominant/warning", False),
     # Triton down: the sidecar's failing checks are not a second page
-    ("TritonChurnServerDown/page", "TritonChurnNotAnswering/page", True),
+    ("TritonServerDown/page", "TritonModelNotAnswering/page", True),
 ])
 def test_alertmanager_inhibits_as_configured(alertmanager: Alertmanager, source: str,
                                              target: str, inhibited: bool) -> None:
@@ -346,7 +374,17 @@ def monitored_triton(repositories: dict[str, Path], tmp_path_factory: pytest.Tem
     server = serve(repositories["embedded"], tmp_path_factory.mktemp("monitored-triton"),
                    summary_latencies=True, admin_key=ADMIN_KEY)
     yield server
-    server.stop(check=True)
+    # `traffic` killed a stub: Triton 2.51 never finishes unloading that instance
+    server.stop(timeout_s=5, check=False)
+
+
+@pytest.fixture(scope="module")
+def rule_files(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+               ) -> list[Path]:
+    """The static rules and the serving rules rendered for the served repository."""
+    serving = tmp_path_factory.mktemp("rules") / PRODUCTION_RULES.name
+    serving.write_text(render_rules(repository_entry_points(repositories["embedded"])))
+    return [*STATIC_RULE_FILES, serving]
 
 
 @pytest.fixture(scope="module")
@@ -365,14 +403,15 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 
 @pytest.fixture(scope="module")
 def prometheus(monitored_triton: TritonServer, alertmanager: Alertmanager,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+               tmp_path_factory: pytest.TempPathFactory, rule_files: list[Path]
+               ) -> Iterator[Prometheus]:
     """Scrapes the test's Triton every second and evaluates our rules every second."""
     binary = require_tool("prometheus", "apt-get install prometheus")
     folder = tmp_path_factory.mktemp("prometheus")
     metrics = urllib.parse.urlsplit(monitored_triton.metrics_url)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in RULE_FILES],
+        "rule_files": [str(p) for p in rule_files],
         "alerting": {"alertmanagers": [{"static_configs": [
             {"targets": [urllib.parse.urlsplit(alertmanager.url).netloc]}]}]},
         "scrape_configs": [{"job_name": "triton", "metrics_path": metrics.path,
@@ -401,7 +440,18 @@ def traffic(monitored_triton: TritonServer, prometheus: Prometheus,
         bad = with_input(body_for(customer), "contract", data=["Weekly"])
         status, answer = post(monitored_triton, bad)
         assert status == 400, answer
-    return {"succeeded": GOOD_REQUESTS, "failed": BAD_REQUESTS}
+    # one of the fused step's two stubs dies: requests reaching it fail with 500
+    os.kill(stub_pids(monitored_triton, "churn_fused")[0], signal.SIGKILL)
+    succeeded, failed = GOOD_REQUESTS, 0
+    for customer in customers[GOOD_REQUESTS:]:
+        if failed == SERVER_ERRORS:
+            break
+        status, answer = post(monitored_triton, body_for(customer))
+        assert status in (200, 500), answer
+        succeeded += status == 200
+        failed += status == 500
+    assert failed == SERVER_ERRORS
+    return {"succeeded": succeeded, "refused": BAD_REQUESTS, "failed": failed}
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,8 @@ class AlertRule(_Frozen):
         if self.op == "<" and self.clear_threshold < self.threshold:
             raise ValueError(f"clear_threshold ({self.clear_threshold}) must be at or above "
                              f"threshold ({self.threshold}) for op '<'")
-        sample = self._fields(1.0, {self.label: "x"} if self.label else {}, service="churn")
+        sample = self._fields(1.0, {"model": "x", **({self.label: "x"} if self.label else {})},
+                              service="churn")
         for name in ("summary", "description"):
             template: str = getattr(self, name)
             unknown = {f for _, f, _, _ in string.Formatter().parse(template) if f} - set(sample)
@@ -251,8 +252,13 @@ class AlertEngine:
     """
 
     def __init__(self, rules: AlertRules, *, sinks: Sequence[AlertSink] = (),
-                 generator_url: str = "") -> None:
+                 generator_url: str = "", model: str | None = None) -> None:
+        """`model`: the entry point this engine's signals are of; its alerts carry it as the
+        `model` label and as `service` (default: the rule file's service, no model label)."""
         self.rules = rules
+        self.model = model
+        self._service = model or rules.service
+        self._extra = {"model": model} if model else {}
         self._sinks = tuple(sinks)
         self._generator_url = generator_url
         self._series: dict[tuple[int, tuple[tuple[str, str], ...]], _Series] = {}
@@ -304,8 +310,8 @@ class AlertEngine:
                 raise SignalError(f"signal {rule.signal} is one number, got {dict(value)!r}")
 
     def _labels(self, rule: AlertRule, labels: Mapping[str, str]) -> dict[str, str]:
-        return {**labels, "alertname": rule.name, "severity": rule.severity,
-                "service": self.rules.service}
+        return {**labels, **self._extra, "alertname": rule.name, "severity": rule.severity,
+                "service": self._service}
 
     def _step(self, series: _Series, value: float, now: float) -> None:
         rule = series.rule
@@ -334,7 +340,8 @@ class AlertEngine:
 
     def _annotations(self, series: _Series) -> dict[str, str]:
         signal_labels = {k: v for k, v in series.labels.items() if k == series.rule.label}
-        return series.rule.annotations(series.value, signal_labels, self.rules.service)
+        return series.rule.annotations(series.value, {"model": self._service, **signal_labels},
+                                       self._service)
 
     def _alert(self, series: _Series) -> Alert:
         return Alert(dict(series.labels), self._annotations(series), series.active_since,

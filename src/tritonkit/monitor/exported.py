@@ -49,7 +49,11 @@ SIDECAR_METRICS: dict[str, Exported] = {
         "gauge", "Share of the judged features whose verdict is warning or critical.",
         ("model",)),
     "tritonkit_monitor_error_rate": Exported(
-        "gauge", "Failed share of the ensemble's requests in the window.", ("model",)),
+        "gauge", "Share of the clients' requests to an entry point the server failed in the "
+        "window (the caller's refusals and the sidecar's probes left out).", ("model",)),
+    "tritonkit_monitor_client_refusal_rate": Exported(
+        "gauge", "Share of the clients' requests to an entry point refused as the caller's "
+        "mistake (HTTP 400) in the window.", ("model",)),
     "tritonkit_monitor_latency_p95_ms": Exported(
         "gauge", "95th percentile of the ensemble's request latency (Triton's summary).",
         ("model",)),
@@ -57,11 +61,19 @@ SIDECAR_METRICS: dict[str, Exported] = {
         "gauge", "99th percentile of the ensemble's request latency (Triton's summary).",
         ("model",)),
     "tritonkit_monitor_requests_per_minute": Exported(
-        "gauge", "Requests per minute the ensemble received in the window.", ("model",)),
+        "gauge", "Requests per minute clients sent an entry point in the window (the "
+        "sidecar's probes left out).", ("model",)),
+    "tritonkit_monitor_probe_requests_total": Exported(
+        "counter", "Health probes the sidecar sent an entry point, by outcome (ok, failed); "
+        "subtracted from Triton's request counters by the sidecar and the Prometheus rules.",
+        ("model", "outcome")),
+    "tritonkit_monitor_source_fallback": Exported(
+        "gauge", "1 while the sidecar reads Triton's /metrics directly because the Prometheus "
+        "it is told to read cannot be reached.", ()),
     "tritonkit_monitor_queue_time_share": Exported(
         "gauge", "Share of the steps' request time spent queueing in the window.", ("model",)),
     "tritonkit_monitor_alert_firing": Exported(
-        "gauge", "1 while an alert fires.", ("alertname", "severity", "feature")),
+        "gauge", "1 while an alert fires.", ("alertname", "severity", "model", "feature")),
     "tritonkit_monitor_health_check_ok": Exported(
         "gauge", "1 when a health check passed at its last run.", ("check",)),
     "tritonkit_monitor_heals_total": Exported(
@@ -72,8 +84,3 @@ SIDECAR_METRICS: dict[str, Exported] = {
         "counter", "Scrapes of Triton or Prometheus that failed.", ("source",)),
 }
 
-#: Triton 2.51 counts one failed request of an ensemble of python steps as this many failures
-#: of the ensemble (`nv_inference_request_failure`, reason OTHER), and successes once
-#: (tests/integration/test_batch_isolation.py pins it; docs/platform.md). Error rates divide
-#: the ensemble's failure counter by it, in the sidecar and in the Prometheus rules alike.
-ENSEMBLE_FAILURE_MULTIPLICITY = 2

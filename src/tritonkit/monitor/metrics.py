@@ -24,7 +24,7 @@ from prometheus_client import (
 
 from tritonkit.monitor.alerts import Alert
 from tritonkit.monitor.exported import SIDECAR_METRICS
-from tritonkit.monitor.signals import WindowSignals
+from tritonkit.monitor.signals import Serving, WindowSignals
 
 #: Evaluations take ~milliseconds (bench/monitor_eval.py); buckets around the 20 ms goal.
 EVALUATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -51,13 +51,13 @@ class SidecarMetrics:
                 kind = Gauge if spec.kind == "gauge" else Counter
                 metric = kind(name, spec.help, spec.labels, registry=self.registry)
             self._metrics[name] = metric
-        self._firing: set[tuple[str, str, str]] = set()
+        self._firing: set[tuple[str, str, str, str]] = set()
 
     def __getitem__(self, name: str) -> Any:
         return self._metrics[name]
 
     def publish(self, signals: WindowSignals) -> None:
-        """Set the drift and serving gauges from one window; what it cannot tell is NaN."""
+        """Set the drift gauges from one window; what it cannot tell is NaN."""
         model = signals.model
         self._set("tritonkit_monitor_window_rows", signals.rows, model=model)
         for verdict in signals.features:
@@ -77,8 +77,12 @@ class SidecarMetrics:
                   SEVERITY_VALUE[signals.prediction.severity], model=model)
         self._set("tritonkit_monitor_high_risk_rate", signals.high_risk_rate, model=model)
         self._set("tritonkit_monitor_drifted_feature_share", signals.drifted_share, model=model)
-        serving = signals.serving
+
+    def publish_serving(self, serving: Serving) -> None:
+        """Set an entry point's serving gauges from one window; what it cannot tell is NaN."""
+        model = serving.model
         self._set("tritonkit_monitor_error_rate", serving.error_rate, model=model)
+        self._set("tritonkit_monitor_client_refusal_rate", serving.refusal_rate, model=model)
         self._set("tritonkit_monitor_latency_p95_ms", serving.latency_p95_ms, model=model)
         self._set("tritonkit_monitor_latency_p99_ms", serving.latency_p99_ms, model=model)
         self._set("tritonkit_monitor_requests_per_minute", serving.requests_per_minute,
@@ -88,7 +92,7 @@ class SidecarMetrics:
     def set_alerts(self, firing: Iterable[Alert]) -> None:
         """1 for every alert firing now, 0 for those that fired before and stopped."""
         now = {(a.labels.get("alertname", ""), a.labels.get("severity", ""),
-                a.labels.get("feature", "")) for a in firing}
+                a.labels.get("model", ""), a.labels.get("feature", "")) for a in firing}
         gauge = self._metrics["tritonkit_monitor_alert_firing"]
         for key in now | self._firing:
             gauge.labels(*key).set(1.0 if key in now else 0.0)
@@ -98,6 +102,13 @@ class SidecarMetrics:
         gauge = self._metrics["tritonkit_monitor_health_check_ok"]
         for check, ok in checks.items():
             gauge.labels(check=check).set(1.0 if ok else 0.0)
+
+    def count_probe(self, model: str, ok: bool) -> None:
+        self._metrics["tritonkit_monitor_probe_requests_total"].labels(
+            model=model, outcome="ok" if ok else "failed").inc()
+
+    def set_source_fallback(self, falling_back: bool) -> None:
+        self._metrics["tritonkit_monitor_source_fallback"].set(1.0 if falling_back else 0.0)
 
     def count_heal(self, model: str) -> None:
         self._metrics["tritonkit_monitor_heals_total"].labels(model=model).inc()

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
 from tritonkit.errors import ArtifactMissingError, TritonKitError
 from tritonkit.monitor.alerts import (
     DEFAULT_RULES,
@@ -38,15 +37,19 @@ from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.monitor.drift_stats import DriftThresholds
 from tritonkit.monitor.health import Check, HealthMonitor, HealthReport, TritonProbe
 from tritonkit.monitor.metrics import SidecarMetrics
+from tritonkit.monitor.probes import ProbeBodies, probe_bodies
 from tritonkit.monitor.report import render_report
-from tritonkit.monitor.signals import WindowJudge, WindowSignals
+from tritonkit.monitor.signals import PROBES, Serving, WindowJudge, WindowSignals, serving
 from tritonkit.monitor.sources import (
+    FallbackSource,
     MetricSource,
     PrometheusSource,
     SourceError,
     TritonMetricsSource,
 )
-from tritonkit.monitor.windows import CounterWindows
+from tritonkit.monitor.windows import CounterWindows, Sample
+from tritonkit.repository.entry_points import EntryPoint, entry_points
+from tritonkit.spec import Spec, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,9 @@ class MonitorSettings:
     min_rows: int = 500
     alerts_file: Path = DEFAULT_RULES
     profile_path: Path | None = None  # None: artifacts/churn/<version>/reference_profile.json
-    model: str = "churn"
+    model: str = "churn"  # the model whose drift is judged (its ensemble's name)
+    #: the entry points to watch; empty: every one Triton serves that the spec knows
+    entry_points: tuple[str, ...] = ()
     version: str | None = None  # None: the spec's version of `model`
     alertmanager_url: str | None = None
     webhook_url: str | None = None
@@ -127,35 +132,89 @@ class MonitorService:
         if not customers_file.exists():
             raise ArtifactMissingError(f"{customers_file} (the health probes' customers) not "
                                        "found: run `make build-engines`")
+        self.spec: Spec = load_spec()
         self.judge = WindowJudge(self.profile, model=settings.model, version=self.version,
                                  thresholds=DriftThresholds(min_rows=settings.min_rows))
         self.windows = CounterWindows(settings.window_s)
+        triton_source = TritonMetricsSource(settings.resolved_metrics_url(), settings.timeout_s)
         self.source: MetricSource = (
-            PrometheusSource(settings.prometheus_url, settings.timeout_s)
-            if settings.prometheus_url
-            else TritonMetricsSource(settings.resolved_metrics_url(), settings.timeout_s))
+            FallbackSource(PrometheusSource(settings.prometheus_url, settings.timeout_s),
+                           triton_source)
+            if settings.prometheus_url else triton_source)
+        self._switches = 0
         self.metrics = SidecarMetrics()
-        sinks: list[AlertSink] = []
+        self._sinks: list[AlertSink] = []
         if settings.alertmanager_url:
-            sinks.append(AlertmanagerSink(settings.alertmanager_url, timeout_s=settings.timeout_s))
+            self._sinks.append(AlertmanagerSink(settings.alertmanager_url,
+                                                timeout_s=settings.timeout_s))
         if settings.webhook_url:
-            sinks.append(WebhookSink(settings.webhook_url, timeout_s=settings.timeout_s))
-        self.engine = AlertEngine(load_alert_rules(settings.alerts_file), sinks=sinks)
+            self._sinks.append(WebhookSink(settings.webhook_url, timeout_s=settings.timeout_s))
+        self.rules = load_alert_rules(settings.alerts_file)
+        #: one engine per entry point: its alerts carry it as `model` and `service`
+        self.engines: dict[str, AlertEngine] = {}
+        #: the entry points Triton serves, with their steps (filled at the first discovery)
+        self.entries: dict[str, EntryPoint] = {}
         self.health = HealthMonitor(
             TritonProbe(settings.triton_url, admin_key=settings.admin_key,
                         timeout_s=settings.timeout_s),
-            settings.model, read_customers(customers_file), probes=settings.probes,
+            self._discover, probes=settings.probes,
             latency_budget_ms=settings.latency_budget_ms, heal=settings.heal)
         self.health.on_heal.append(self.metrics.count_heal)
+        self.health.on_probe.append(self._count_probe)
+        self._probe_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._probe_lock = threading.Lock()
+        self.latest_serving: dict[str, Serving] = {}
         self.latest: Evaluation | None = None
         self.latest_signals: WindowSignals | None = None  # of the newest window judged
         self.resolved: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.engine = self._engine(settings.model)  # the drift model's: drift alerts too
         self._source_error: str | None = "not scraped yet"
         self._evaluate_lock = threading.Lock()
         self._health_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._http: ThreadingHTTPServer | None = None
+
+    # -- entry points and probes ----------------------------------------------------------------
+    def _discover(self) -> dict[str, ProbeBodies]:
+        """The entry points Triton serves (its repository index and configs, through the admin
+        key where the APIs are restricted) that the spec has probes for."""
+        repository = self.health.probe.repository
+        configs = {name: repository.config(name) for name in repository.served()}
+        wanted = set(self.settings.entry_points)
+        targets: dict[str, ProbeBodies] = {}
+        for entry in entry_points(configs):
+            if wanted and entry.name not in wanted:
+                continue
+            bodies = probe_bodies(entry, configs[entry.name], self.spec)
+            if bodies is None:
+                logger.info("no probes for %s: no model of the spec is behind it", entry.name)
+                continue
+            self.entries[entry.name] = entry
+            targets[entry.name] = bodies
+        return targets
+
+    def _count_probe(self, entry: str, ok: bool) -> None:
+        with self._probe_lock:
+            self._probe_counts[entry, "ok" if ok else "failed"] += 1
+        self.metrics.count_probe(entry, ok)
+
+    def _probe_samples(self) -> list[Sample]:
+        """The probes sent so far, as samples of PROBES for the windows."""
+        with self._probe_lock:
+            counts = dict(self._probe_counts)
+        return [(PROBES, {"model": entry, "outcome": outcome}, float(n))
+                for (entry, outcome), n in counts.items()]
+
+    def _engine(self, entry: str) -> AlertEngine:
+        engine = self.engines.get(entry)
+        if engine is None:
+            engine = self.engines[entry] = AlertEngine(self.rules, sinks=self._sinks,
+                                                       model=entry)
+        return engine
+
+    def firing(self) -> list[Alert]:
+        return [alert for engine in self.engines.values() for alert in engine.firing()]
 
     # -- the loop ---------------------------------------------------------------------------
     def evaluate_once(self, now: float | None = None) -> Evaluation:
@@ -178,24 +237,47 @@ class MonitorService:
             started = time.perf_counter()
             signals = None
             if samples is not None:
-                self.windows.add(at, samples)
+                switches = getattr(self.source, "switches", 0)
+                if switches != self._switches:  # another source counts differently
+                    self._switches = switches
+                    self.windows = CounterWindows(self.settings.window_s)
+                own = self._probe_samples()
+                self.windows.add(at, [s for s in samples if s[0] != PROBES] + own)
                 window = self.windows.window()
                 if window is not None:
-                    signals = self.judge.judge(window, self.health.steps)
+                    _ = self.health.targets  # finds the entry points, once Triton can say
+                    drift_entry = self.entries.get(
+                        self.settings.model, EntryPoint(self.settings.model, (), False))
+                    signals = self.judge.judge(window, drift_entry)
                     self.metrics.publish(signals)
+                    for entry in self.entries.values():
+                        self.latest_serving[entry.name] = serving(window, entry)
+                    self.latest_serving[drift_entry.name] = signals.serving
+                    for entry_serving in self.latest_serving.values():
+                        self.metrics.publish_serving(entry_serving)
+            self.metrics.set_source_fallback(getattr(self.source, "falling_back", None)
+                                             is not None)
             unavailable = self.health.take_unavailable()
-            alert_signals = (signals.alert_signals(unavailable) if signals is not None
-                             else {"model_unavailable": unavailable})
-            transitions = tuple(self.engine.evaluate(at, alert_signals))
+            transitions: list[Transition] = []
+            for entry_name in {*self.entries, *unavailable, self.settings.model}:
+                entry_serving = (self.latest_serving.get(entry_name) if signals is not None
+                                 else None)
+                alert_signals: dict[str, Any] = (
+                    entry_serving.alert_signals(unavailable.get(entry_name))
+                    if entry_serving is not None
+                    else {"model_unavailable": unavailable.get(entry_name)})
+                if entry_name == self.settings.model and signals is not None:
+                    alert_signals = signals.alert_signals(unavailable.get(entry_name))
+                transitions += self._engine(entry_name).evaluate(at, alert_signals)
             for transition in transitions:
                 if transition.state == "resolved":
                     self.resolved.appendleft(_transition_json(transition))
-            self.metrics.set_alerts(self.engine.firing())
+            self.metrics.set_alerts(self.firing())
             seconds = time.perf_counter() - started
             self.metrics.observe_evaluation(seconds)
             if signals is not None:
                 self.latest_signals = signals
-            self.latest = Evaluation(at, signals, transitions, self._source_error, seconds)
+            self.latest = Evaluation(at, signals, tuple(transitions), self._source_error, seconds)
             return self.latest
 
     def check_health(self) -> HealthReport:
@@ -214,20 +296,27 @@ class MonitorService:
 
     def _with_source(self, report: HealthReport) -> HealthReport:
         error = self._source_error
-        source = Check(f"metrics_source_{self.source.name}", error is None,
-                       error or f"{self.source.url} scraped")
-        return dataclasses.replace(report, checks=(*report.checks, source))
+        fallback = getattr(self.source, "falling_back", None)
+        detail = error or f"{self.source.url} scraped"
+        if fallback is not None and error is None:
+            # serving on: the sidecar judges one replica's counters until Prometheus is back
+            direct = self.settings.resolved_metrics_url()
+            detail = (f"reading Triton's /metrics directly at {direct} (one replica) because "
+                      f"Prometheus cannot be reached: {fallback}")
+        source = Check(f"metrics_source_{self.source.name}", error is None, detail)
+        return dataclasses.replace(report, checks=(*report.checks, source),
+                                   degraded=(detail,) if fallback is not None else ())
 
     def alerts_json(self) -> dict[str, Any]:
         with self._evaluate_lock:
-            firing = [_alert_json(a) for a in self.engine.firing()]
+            firing = [_alert_json(a) for a in self.firing()]
             resolved = list(self.resolved)
         return {"firing": firing, "resolved": resolved}
 
     def report_html(self) -> str:
         with self._evaluate_lock:
             signals = self.latest_signals
-            firing = self.engine.firing()
+            firing = self.firing()
         return render_report(signals, self.profile, firing=firing,
                              health=self.health.latest)
 
@@ -273,7 +362,8 @@ class MonitorService:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
-        self.engine.close()
+        for sink in self._sinks:  # shared by the engines
+            sink.close()
         self.source.close()
         self.health.probe.close()
 

@@ -6,21 +6,24 @@ Drift comes from the python steps' binned counters, judged against the reference
 and of its steps (queue time), and from the ensemble's latency summary::
 
     judge = WindowJudge(profile, model="churn", version="1", thresholds=DriftThresholds())
-    signals = judge.judge(window, steps=("churn_fused",))
+    signals = judge.judge(window, EntryPoint("churn", ("churn_fused",), cached=True))
     engine.evaluate(now, signals.alert_signals(model_unavailable=0.0))
+    serving(window, EntryPoint("minilm", ("minilm_fused",), cached=False))   # any entry point
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tritonkit.drift.binning import DriftLayout, DriftWindow
 from tritonkit.monitor import drift_stats
 from tritonkit.monitor.drift_stats import DriftThresholds, FeatureDrift
-from tritonkit.monitor.exported import ENSEMBLE_FAILURE_MULTIPLICITY
 from tritonkit.monitor.windows import Window
+from tritonkit.repository.entry_points import EntryPoint
+from tritonkit.repository.step_contract import REFUSED_REQUESTS
 
 #: Triton's per-model series the serving numbers come from.
 SUCCESS = "nv_inference_request_success"
@@ -30,19 +33,69 @@ QUEUE_DURATION = "nv_inference_queue_duration_us"
 #: With `--metrics-config summary_latencies=true`; Triton's summaries cover about the last
 #: minute (prometheus-cpp's default max age), whatever the sidecar's window.
 LATENCY_SUMMARY = "nv_inference_request_summary_us"
+#: The sidecar's own probes, which it adds to each scrape (`MonitorService`).
+PROBES = "tritonkit_monitor_probe_requests_total"
 
 
 @dataclasses.dataclass(frozen=True)
 class Serving:
-    """The ensemble's serving numbers in one window; None where the window cannot tell."""
+    """An entry point's serving numbers in one window, the clients' alone (the sidecar's probes
+    left out); None where the window cannot tell. `failures` are the server's: requests the
+    first step refused as the caller's mistake are `refusals`."""
 
+    model: str
     requests: float
     failures: float
+    refusals: float
+    probes: float
     error_rate: float | None
+    refusal_rate: float | None
     requests_per_minute: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
     queue_time_share: float | None
+
+    def alert_signals(self, model_unavailable: float | None) -> dict[str, Any]:
+        """The serving part of `AlertEngine.evaluate`'s signals."""
+        return {
+            "error_rate": self.error_rate,
+            "latency_p95_ms": self.latency_p95_ms,
+            "requests_per_minute": self.requests_per_minute,
+            "queue_time_share": self.queue_time_share,
+            "model_unavailable": model_unavailable,
+        }
+
+
+def serving(window: Window, entry: EntryPoint) -> Serving:
+    """The serving numbers of `entry` in `window`, as the Prometheus rules compute them
+    (tritonkit.monitor.rules): Triton's counts minus the probes, failures minus refusals."""
+    model = entry.name
+    successes = window.total(SUCCESS, model=model)
+    # Workaround (Triton 2.51): a failed ensemble request is counted this many times.
+    failed = window.total(FAILURE, model=model) / entry.failure_multiplicity
+    probes = window.total(PROBES, model=model)
+    failed_probes = window.total(PROBES, model=model, outcome="failed")
+    refusals = window.total(REFUSED_REQUESTS, model=entry.refusing_step)
+    requests = max(successes + failed - probes, 0.0)
+    failures = max(failed - refusals - failed_probes, 0.0)
+    span_s = window.span_s
+    timed = entry.timed_models
+    queued = sum(window.total(QUEUE_DURATION, model=m) for m in timed)
+    spent = sum(window.total(REQUEST_DURATION, model=m) for m in timed)
+    # Triton's quantiles count the probes too: judged only while the clients' requests are at
+    # least as many, so that the probes alone never make the latency signal.
+    timed_by_clients = requests > 0 and requests >= probes
+    return Serving(
+        model=model, requests=requests, failures=failures, refusals=refusals, probes=probes,
+        error_rate=failures / requests if requests else None,
+        refusal_rate=refusals / requests if requests else None,
+        requests_per_minute=requests / span_s * 60.0 if span_s > 0 else None,
+        latency_p95_ms=(_quantile_ms(window, model, entry.steps, "0.95")
+                        if timed_by_clients else None),
+        latency_p99_ms=(_quantile_ms(window, model, entry.steps, "0.99")
+                        if timed_by_clients else None),
+        queue_time_share=queued / spent if spent > 0 else None,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,16 +127,12 @@ class WindowSignals:
         few rows, no requests, no latency summary) is None, which moves no alert."""
         levels = {v.feature: drift_stats.signal_level(v) for v in self.features}
         return {
-            "error_rate": self.serving.error_rate,
-            "latency_p95_ms": self.serving.latency_p95_ms,
-            "requests_per_minute": self.serving.requests_per_minute,
-            "queue_time_share": self.serving.queue_time_share,
+            **self.serving.alert_signals(model_unavailable),
             "feature_drift": {k: v for k, v in levels.items() if v is not None} or None,
             # Like the verdicts, a share of a few rows is noise: gated by min_rows too.
             "unseen_category_share": dict(self.unseen_share) if self.judged else None,
             "prediction_drift": drift_stats.signal_level(self.prediction),
             "drifted_feature_share": self.drifted_share,
-            "model_unavailable": model_unavailable,
         }
 
     def drifted_features(self) -> list[str]:
@@ -103,8 +152,8 @@ class WindowJudge:
         self.layout = DriftLayout.from_profile(profile, model, self.version)
         self.reference_rows = int(profile["rows"])
 
-    def judge(self, window: Window, steps: Sequence[str]) -> WindowSignals:
-        """Verdicts and serving numbers of `window`; `steps` are the ensemble's step models."""
+    def judge(self, window: Window, entry: EntryPoint) -> WindowSignals:
+        """Verdicts of `window`, and the serving numbers of `entry` (the model's ensemble)."""
         counts = self.layout.window(self.layout.vector(window.samples()))
         features = self._features(counts)
         predictions = float(counts.prediction.sum())
@@ -125,7 +174,7 @@ class WindowJudge:
             unseen_share={f: n / rows for f, n in counts.unseen.items()} if rows else {},
             out_of_range_share=({f: n / rows for f, n in counts.out_of_range.items()}
                                 if rows else {}),
-            serving=self._serving(window, steps),
+            serving=serving(window, entry),
         )
 
     def _features(self, counts: DriftWindow) -> tuple[FeatureDrift, ...]:
@@ -144,24 +193,6 @@ class WindowJudge:
                 reference_missing=float(entry.get("missing_fraction", 0.0))))
         return tuple(verdicts)
 
-    def _serving(self, window: Window, steps: Sequence[str]) -> Serving:
-        model = self.model
-        successes = window.total(SUCCESS, model=model)
-        # Workaround (Triton 2.51): a failed ensemble request is counted this many times.
-        failures = window.total(FAILURE, model=model) / ENSEMBLE_FAILURE_MULTIPLICITY
-        requests = successes + failures
-        span_s = window.span_s
-        queued = sum(window.total(QUEUE_DURATION, model=step) for step in steps)
-        spent = sum(window.total(REQUEST_DURATION, model=step) for step in steps)
-        return Serving(
-            requests=requests, failures=failures,
-            error_rate=failures / requests if requests else None,
-            requests_per_minute=requests / span_s * 60.0 if span_s > 0 else None,
-            latency_p95_ms=_quantile_ms(window, model, steps, "0.95"),
-            latency_p99_ms=_quantile_ms(window, model, steps, "0.99"),
-            queue_time_share=queued / spent if spent > 0 else None,
-        )
-
 
 def _quantile_ms(window: Window, model: str, steps: Sequence[str], quantile: str
                  ) -> float | None:
@@ -170,12 +201,17 @@ def _quantile_ms(window: Window, model: str, steps: Sequence[str], quantile: str
 
     Workaround (Triton 2.51): an ensemble with `response_cache` on exports no summary of its
     own, only its steps do; then the sum of the steps' quantiles stands in for it (requests
-    that missed the cache), as in the Prometheus rule TritonChurnLatencyP95High.
+    that missed the cache), as in the Prometheus rule TritonModelLatencyP95High. A model idle
+    in the summary's window exports NaN: it is left out, as the rule's `>= 0` leaves it out.
     """
-    values = window.values(LATENCY_SUMMARY, model=model, quantile=quantile)
+    def known(name: str) -> list[float]:
+        return [v for v in window.values(LATENCY_SUMMARY, model=name, quantile=quantile)
+                if not math.isnan(v)]
+
+    values = known(model)
     if values:
         return max(values) / 1000.0
-    per_step = [window.values(LATENCY_SUMMARY, model=step, quantile=quantile) for step in steps]
+    per_step = [known(step) for step in steps]
     if steps and all(per_step):
         return sum(max(v) for v in per_step) / 1000.0
     return None

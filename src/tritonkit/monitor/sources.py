@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonkit.drift.binning import METRICS as DRIFT_METRICS
 from tritonkit.errors import TritonKitError
 from tritonkit.monitor.windows import Sample
+from tritonkit.repository.step_contract import REFUSED_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class MetricSource(Protocol):
 
 def wanted(name: str) -> bool:
     """True for the series the sidecar reads (not, e.g., its own exported metrics)."""
-    return name in DRIFT_METRICS or name.startswith(TRITON_PREFIX)
+    return name in DRIFT_METRICS or name == REFUSED_REQUESTS or name.startswith(TRITON_PREFIX)
 
 
 class TritonMetricsSource:
@@ -139,3 +140,43 @@ def _get(client: httpx.Client, url: str, what: str, hint: str,
         raise SourceError(f"{what} at {url} answered HTTP {response.status_code}: "
                           f"{response.text[:200]}")
     return response
+
+
+class FallbackSource:
+    """Prometheus first; while it cannot be reached, Triton's own /metrics (one replica: the
+    one the sidecar probes), with `falling_back` saying why. Each switch of source is counted in
+    `switches`: the sidecar starts its windows afresh then, as the two count differently (a sum
+    over replicas, one replica)."""
+
+    def __init__(self, primary: PrometheusSource, secondary: TritonMetricsSource) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.falling_back: str | None = None  # why the secondary answers, while it does
+        self.switches = 0
+
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    @property
+    def url(self) -> str:
+        return self.primary.url
+
+    def scrape(self) -> list[Sample]:
+        try:
+            samples = self.primary.scrape()
+        except SourceError as exc:
+            if self.falling_back is None:
+                self.switches += 1
+                logger.warning("reading %s directly: %s", self.secondary.url, exc)
+            self.falling_back = str(exc)
+            return self.secondary.scrape()
+        if self.falling_back is not None:
+            self.switches += 1
+            logger.info("Prometheus at %s answers again: reading it", self.primary.url)
+        self.falling_back = None
+        return samples
+
+    def close(self) -> None:
+        self.primary.close()
+        self.secondary.close()

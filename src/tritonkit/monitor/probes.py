@@ -1,0 +1,103 @@
+"""The health probes' requests, one source per entry point, from the spec's family of the model
+behind it: held-out customers for a tabular classifier (as 19 tensors or the packed pair, as
+its config asks), short texts for a text embedding::
+
+    bodies = probe_bodies(entry, config, spec)   # None: no family knows this entry point
+    bodies(0), bodies(1)                         # KServe v2 JSON requests, each one unique
+
+Every probe carries the parameter `step_contract.PROBE_PARAMETER`, so the steps leave its rows
+out of the drift counts. Every probe is unique: Triton's response cache keys a request by its
+inputs alone (not its parameters, checked on 2.51), and a cached answer would hide a dead step.
+A tabular probe moves each fractional feature by less than 0.05 (a random amount); a text probe
+carries a random token.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.client.churn import kserve_json_inputs, read_customers
+from tritonkit.features import (
+    INTEGER_FEATURES,
+    NUMERIC_FEATURES,
+    PACKED_CATEGORICAL,
+    PACKED_COLUMNS,
+    PACKED_NUMERIC,
+)
+from tritonkit.repository.entry_points import EntryPoint
+from tritonkit.repository.step_contract import PROBE_PARAMETER
+from tritonkit.spec import ModelSpec, Spec, TabularClassifier, TextEmbedding
+
+ProbeBodies = Callable[[int], dict[str, Any]]
+_FRACTIONAL = tuple(name for name in NUMERIC_FEATURES if name not in INTEGER_FEATURES)
+
+
+def spec_model(entry: str, spec: Spec) -> tuple[str, ModelSpec] | None:
+    """The spec's model behind an entry point: its own name, or `<name>_<something>` (the
+    packed entry point `churn_packed` is churn's)."""
+    for name, model in spec.models.items():
+        if entry == name or entry.startswith(f"{name}_"):
+            return name, model
+    return None
+
+
+def _marked(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"inputs": inputs, "parameters": {PROBE_PARAMETER: True}}
+
+
+def tabular_bodies(customers: Sequence[Mapping[str, Any]], *, packed: bool,
+                   rng: random.Random | None = None) -> ProbeBodies:
+    """The n-th probe: the n-th customer (in turn), its fractional features moved a little."""
+    if not customers:
+        raise ValueError("the health probes need at least one valid customer")
+    rng = rng or random.Random()
+
+    def body(n: int) -> dict[str, Any]:
+        customer = dict(customers[n % len(customers)])
+        for name in _FRACTIONAL:
+            customer[name] = round(float(customer[name]) + rng.uniform(0.0, 0.05), 4)
+        if not packed:
+            return _marked(kserve_json_inputs(customer))
+        numeric = [float(customer[name]) for name in PACKED_COLUMNS.numeric]
+        categorical = [str(customer[name]) for name in PACKED_COLUMNS.categorical]
+        return _marked([
+            {"name": PACKED_NUMERIC, "datatype": "FP32", "shape": [1, len(numeric)],
+             "data": numeric},
+            {"name": PACKED_CATEGORICAL, "datatype": "BYTES", "shape": [1, len(categorical)],
+             "data": categorical},
+        ])
+
+    return body
+
+
+def text_bodies(input_name: str, rng: random.Random | None = None) -> ProbeBodies:
+    rng = rng or random.Random()
+
+    def body(n: int) -> dict[str, Any]:
+        text = f"health probe {n} {rng.getrandbits(64):016x}: is the service answering?"
+        return _marked([{"name": input_name, "datatype": "BYTES", "shape": [1, 1],
+                         "data": [text]}])
+
+    return body
+
+
+def probe_bodies(entry: EntryPoint, config: Mapping[str, Any], spec: Spec
+                 ) -> ProbeBodies | None:
+    """The probes of `entry` (served with `config`, Triton's JSON), or None when no model of
+    the spec is behind it."""
+    found = spec_model(entry.name, spec)
+    if found is None:
+        return None
+    name, model = found
+    inputs = [str(i["name"]) for i in config.get("input", [])]
+    if isinstance(model, TabularClassifier):
+        paths = ChurnArtifacts.for_version(model.version, name=name)
+        customers = read_customers(paths.test_rows)
+        return tabular_bodies(customers,
+                              packed=set(inputs) == {PACKED_NUMERIC, PACKED_CATEGORICAL})
+    if isinstance(model, TextEmbedding) and len(inputs) == 1:
+        return text_bodies(inputs[0])
+    return None
