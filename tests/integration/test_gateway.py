@@ -125,7 +125,8 @@ def _settings(triton_url: str, keys: dict[str, Any], certs: tuple[Path, Path] | 
     values: dict[str, Any] = {
         "triton_url": triton_url, "protocol": "grpc", "port": 0,
         "keys_file": keys["file"], "rate_limit_per_key": "100000/minute",
-        "rate_limit_global": "100000/minute", "triton_timeout_s": 5.0, "dev_mode": True,
+        "rate_limit_global": "100000/minute", "rate_limit_unauthenticated": "100000/minute",
+        "triton_timeout_s": 5.0, "dev_mode": True,
     }
     if certs is not None:
         values.update(tls_cert=certs[0], tls_key=certs[1])

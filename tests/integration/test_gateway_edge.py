@@ -57,7 +57,8 @@ def _production_gateway(triton: TritonServer, folder: Path, log_dir: Path, *extr
         tls_key=folder / FILES["gateway_tls_key"], log_file=log_dir / "gateway.log",
         # limits far above what one test client sends (rate limits have tests of their own)
         extra_args=["--docs", "false", "--metrics-port", str(free_port()),
-                    "--rate-limit-per-key", "100000/minute", *extra])
+                    "--rate-limit-per-key", "100000/minute", "--rate-limit-unauthenticated",
+                    "100000/minute", *extra])
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 def _gateway(triton: TritonServer, keys: tuple[Path, dict[str, str]], folder: Path,
              admin_key: str | None) -> GatewayProcess:
     extra = ["--breaker-reset-s", str(BREAKER_RESET_S), "--breaker-failures", "3",
-             "--rate-limit-per-key", "100000/minute", "--coalesce", "false"]
+             "--rate-limit-per-key", "100000/minute", "--rate-limit-unauthenticated",
+             "100000/minute", "--coalesce", "false"]  # the breaker is read off /metrics
     if admin_key is not None:
         key_file = folder / "triton-admin-key"
         key_file.write_text(admin_key + "\n")

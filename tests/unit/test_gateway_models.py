@@ -449,7 +449,8 @@ def test_coalescer_sends_a_lone_caller_at_once_and_merges_callers_that_overlap()
         return [(float(row["n"]), "low", "1") for row in rows]
 
     async def run() -> list[Any]:
-        coalescer = Coalescer(infer, max_rows=64, max_wait_s=0.002, max_in_flight=1)
+        coalescer = Coalescer(infer, max_rows=64, max_wait_s=0.002, max_in_flight=1,
+                              max_pending_rows=64)
         alone = await coalescer.submit([{"n": 0}])
         together = await asyncio.gather(*(coalescer.submit([{"n": n}]) for n in range(1, 9)))
         return [alone, *together]
@@ -473,7 +474,8 @@ def test_coalescer_gives_each_caller_its_own_answer_when_triton_refuses_one_of_t
         return [(0.5, "medium", "1") for _ in rows]
 
     async def run() -> list[Any]:
-        coalescer = Coalescer(infer, max_rows=64, max_wait_s=0.002, max_in_flight=1)
+        coalescer = Coalescer(infer, max_rows=64, max_wait_s=0.002, max_in_flight=1,
+                              max_pending_rows=64)
         return await asyncio.gather(
             *(coalescer.submit([{"bad": n == 3}]) for n in range(6)), return_exceptions=True)
 

@@ -1,12 +1,13 @@
 """The public prediction API: `POST /predict` and `POST /predict/batch` in front of Triton.
 
 A FastAPI app on uvicorn. The path of a request: MetricsMiddleware (status, latency) →
-ApiKeyMiddleware (401/403) → RateLimitMiddleware (429) → the handler, which reads the body up to
-`max_body_bytes` (413), validates it against the typed contract (400, every problem by field),
-and answers through the coalescer and the breaker from Triton's packed entry point
-`churn_packed`, or from the fallback model (`degraded: true`) while Triton cannot. The two
-prediction routes take that path as plain ASGI (`predict.PredictEndpoint`) without FastAPI's
-own stack; every other route is FastAPI's::
+ApiKeyMiddleware (401/403; 429 per address without a valid key) → RateLimitMiddleware (429: the
+first customer) → the handler, which reads the body up to `max_body_bytes` (413), validates it
+against the typed contract (400, every problem by field), charges a batch's other customers
+(429), and answers through the coalescer (503 when it is full) and the breaker from Triton's
+packed entry point `churn_packed`, or from the fallback model (`degraded: true`) while Triton
+cannot. The two prediction routes take that path as plain ASGI (`predict.PredictEndpoint`)
+without FastAPI's own stack; every other route is FastAPI's::
 
     app = create_app(GatewaySettings(triton_url="127.0.0.1:8001"))
     uvicorn.run(app, port=8080)            # what `python -m tritonkit.gateway.cli` does
@@ -62,11 +63,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid input: every problem, by field"},
     401: {"model": ErrorBody, "description": f"missing or wrong key in {KEY_HEADER}"},
     413: {"model": ErrorBody, "description": "body larger than the limit"},
-    429: {"model": ErrorBody, "description": "over the key's or the gateway's rate; see "
-                                             "Retry-After"},
+    429: {"model": ErrorBody, "description": "over the key's or the gateway's rate (in "
+                                             "customers), or a batch larger than they allow; "
+                                             "see Retry-After"},
     500: {"model": ErrorBody, "description": "Triton or the gateway failed"},
-    503: {"model": ErrorBody, "description": "Triton unavailable and no fallback; see "
-                                             "Retry-After"},
+    503: {"model": ErrorBody, "description": "Triton unavailable and no fallback, or the "
+                                             "gateway's queue to Triton full; see Retry-After"},
 }
 
 
@@ -90,10 +92,14 @@ class Gateway:
                                       reset_timeout_s=settings.breaker_reset_s,
                                       on_change=self.metrics.on_breaker_change)
         self.keys = KeyStore.load(settings.key_store)
+        rejections = self.metrics.ratelimit_rejections
         self.limits = RateLimits(per_key=settings.rate_limit_per_key,
                                  overall=settings.rate_limit_global,
+                                 unauthenticated=settings.rate_limit_unauthenticated,
                                  storage=settings.rate_limit_storage,
-                                 fail_open=settings.rate_limit_fail_open)
+                                 fail_open=settings.rate_limit_fail_open,
+                                 on_reject=lambda scope: rejections.labels(scope).inc(),
+                                 on_store_error=self.metrics.ratelimit_store_errors.inc)
         self.upstream: TritonUpstream | None = None
         self.coalescer: Coalescer | None = None
         self.probe_row: dict[str, Any] = {
@@ -114,9 +120,17 @@ class Gateway:
         self.upstream = TritonUpstream(s.triton_url, s.protocol, timeout_s=s.triton_timeout_s,
                                        breaker=self.breaker)
         if s.coalesce:
-            self.coalescer = Coalescer(self._infer_counted, max_rows=s.coalesce_max_rows,
-                                       max_wait_s=s.coalesce_max_wait_s,
-                                       max_in_flight=s.coalesce_max_in_flight)
+            coalescer = self.coalescer = Coalescer(
+                self._infer_counted, max_rows=s.coalesce_max_rows,
+                max_wait_s=s.coalesce_max_wait_s, max_in_flight=s.coalesce_max_in_flight,
+                max_pending_rows=s.coalesce_max_pending_rows)
+            self.metrics.pending_rows.set_function(lambda: coalescer.pending_rows)
+        smallest = min(self.limits.per_key.amount, self.limits.overall.amount)
+        if smallest < s.max_batch:
+            logger.warning("batches of more than %d customers will always be refused (429): "
+                           "the rate limits (%s per key, %s overall) take fewer than max_batch "
+                           "(%d)", smallest, self.limits.per_key, self.limits.overall,
+                           s.max_batch)
         admin_url = s.triton_admin_url or (s.triton_url if s.protocol == "http" else None)
         if admin_url is not None:
             try:
@@ -168,6 +182,7 @@ class Gateway:
             Problem400: Triton refused the input (cannot happen for validated rows, but Triton
                 has the last word).
             UpstreamError: Triton failed and there is no fallback.
+            QueueFull: the coalescer holds its bound of customers already.
         """
         try:
             if coalesce and self.coalescer is not None:
@@ -370,16 +385,13 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
 
     store = _Keys()
 
-    def on_reject(scope: str) -> None:
-        gateway.metrics.ratelimit_rejections.labels(scope).inc()
-
-    limits: dict[str, Any] = {"limits": gateway.limits, "on_reject": on_reject,
-                              "on_store_error": gateway.metrics.ratelimit_store_errors.inc}
-    app.add_middleware(RateLimitMiddleware, **limits)
-    app.add_middleware(ApiKeyMiddleware, store=store)
+    limits = gateway.limits
+    app.add_middleware(RateLimitMiddleware, limits=limits)
+    app.add_middleware(ApiKeyMiddleware, store=store, limits=limits)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
     # The prediction routes: the same three middlewares, around the endpoint alone.
     app.fast_path = MetricsMiddleware(
-        ApiKeyMiddleware(RateLimitMiddleware(PredictEndpoint(gateway), **limits), store=store),
+        ApiKeyMiddleware(RateLimitMiddleware(PredictEndpoint(gateway), limits=limits),
+                         store=store, limits=limits),
         metrics=gateway.metrics)
     return app

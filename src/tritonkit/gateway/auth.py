@@ -1,5 +1,6 @@
 """API keys: a store of SHA-256 hashes, constant-time checks, and the ASGI middleware that
-guards `/predict` (callers' keys) and `/admin` (admin keys).
+guards `/predict` (callers' keys) and `/admin` (admin keys), and limits per client address the
+requests that come without a valid key.
 
 A key is `tk_` + 32 random bytes (URL-safe base64): random enough that a plain SHA-256 is the
 right hash (no password stretching needed), and the store never holds a key itself. The key
@@ -19,11 +20,14 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from tritonkit.gateway.settings import DEV_KEY_FILES
+
+if TYPE_CHECKING:  # ratelimit imports send_error from here
+    from tritonkit.gateway.ratelimit import RateLimits, Refusal
 
 Role = Literal["caller", "admin"]
 KEY_HEADER = "X-API-Key"
@@ -155,11 +159,16 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 class ApiKeyMiddleware:
     """Pure ASGI: 401 without a valid key on /predict and /admin, 403 for a caller's key on
-    /admin. The owner goes to `scope["state"]["api_key"]` for the rate limits and handlers."""
+    /admin. The owner goes to `scope["state"]["api_key"]` for the rate limits and handlers.
 
-    def __init__(self, app: Any, *, store: Any) -> None:
+    With `limits`, requests without a valid key (401s, and every route open without one) count
+    against `limits.unauthenticated` per client address; an address over it gets 429 before
+    its key is hashed, so a flood of bad keys costs one limit check each."""
+
+    def __init__(self, app: Any, *, store: Any, limits: RateLimits | None = None) -> None:
         self.app = app
         self.store = store  # has .keys: KeyStore (replaced by /admin/keys/reload)
+        self.limits = limits
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -167,11 +176,25 @@ class ApiKeyMiddleware:
             return
         path: str = scope["path"]
         admin = path.startswith("/admin")
-        if not (admin or path.startswith("/predict")):
+        guarded = admin or path.startswith("/predict")
+        limits = self.limits
+        address = _address(scope) if limits is not None else ""
+        if limits is not None:
+            # An open route's request counts now; a guarded one is only asked about, before its
+            # key is hashed, and counts if its key turns out wrong.
+            refusal = limits.refuse_address(address) if guarded else limits.charge_address(address)
+            if refusal is not None:
+                await send_refusal(send, refusal)
+                return
+        if not guarded:
             await self.app(scope, receive, send)
             return
         owner = self.store.keys.authenticate(presented_key(scope["headers"]))
         if owner is None:
+            refusal = None if limits is None else limits.charge_address(address)
+            if refusal is not None:
+                await send_refusal(send, refusal)
+                return
             await send_error(send, 401, "unauthorized",
                              f"missing or invalid API key: send it in the {KEY_HEADER} header",
                              headers=[(b"www-authenticate", _CHALLENGE)])
@@ -183,6 +206,12 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+def _address(scope: Any) -> str:
+    """The client's address (uvicorn's, after any trusted proxy's X-Forwarded-For)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 async def send_error(send: Any, status: int, error: str, message: str,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Answer an ASGI request with the contract's error body."""
@@ -192,3 +221,9 @@ async def send_error(send: Any, status: int, error: str, message: str,
         *(headers or []),
     ]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_refusal(send: Any, refusal: Refusal) -> None:
+    """Answer an ASGI request with a rate limit's refusal (429 or 503, Retry-After)."""
+    await send_error(send, refusal.status, refusal.error, refusal.message,
+                     headers=refusal.headers)

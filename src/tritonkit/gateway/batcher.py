@@ -7,9 +7,16 @@ requests. The rule ("natural batching"): a call goes out at once while fewer tha
 arriving calls queue and leave together, at most `max_rows` customers per request, as soon as a
 request finishes or the oldest has waited `max_wait_s`. Each caller gets its own answer or its
 own error; a request that Triton refuses as bad is retried per caller, so one bad customer
-cannot fail the others::
+cannot fail the others.
 
-    coalescer = Coalescer(upstream.infer, max_rows=64, max_wait_s=0.002, max_in_flight=2)
+The customers it holds (queued, or in Triton requests not yet answered) are bounded by
+`max_pending_rows`: beyond it a caller is refused at once (`QueueFull`, which the gateway
+answers 503 with Retry-After) and those already held go on. The queue alone would not do:
+a caller leaves it after `max_wait_s` whatever is in flight, so while Triton hangs the callers
+pile up in flight, each until its deadline::
+
+    coalescer = Coalescer(upstream.infer, max_rows=64, max_wait_s=0.002, max_in_flight=2,
+                          max_pending_rows=512)
     probability, risk, version = (await coalescer.submit([row]))[0]
 """
 
@@ -31,6 +38,15 @@ Rows = Sequence[Mapping[str, Any]]
 Infer = Callable[[Rows], Awaitable[list[Answer]]]
 
 
+class QueueFull(Exception):
+    """The coalescer holds `max_pending_rows` customers: this caller is refused, not queued."""
+
+    def __init__(self, pending: int, bound: int) -> None:
+        super().__init__(f"the gateway's queue to Triton is full: it holds {pending} customers, "
+                         f"its bound is {bound}; retry after the Retry-After header's seconds")
+        self.bound = bound
+
+
 @dataclasses.dataclass
 class _Waiting:
     rows: Rows
@@ -42,16 +58,20 @@ class Coalescer:
     """Merges the rows of concurrent callers into Triton requests of at most `max_rows`."""
 
     def __init__(self, infer: Infer, *, max_rows: int, max_wait_s: float, max_in_flight: int,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        if max_rows < 1 or max_in_flight < 1 or max_wait_s < 0:
-            raise ValueError("max_rows and max_in_flight must be >= 1, max_wait_s >= 0")
+                 max_pending_rows: int, on_batch: Callable[[int], None] | None = None) -> None:
+        if min(max_rows, max_in_flight, max_pending_rows) < 1 or max_wait_s < 0:
+            raise ValueError("max_rows, max_in_flight and max_pending_rows must be >= 1, "
+                             "max_wait_s >= 0")
         self._infer = infer
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.max_in_flight = max_in_flight
+        self.max_pending_rows = max_pending_rows
         self._on_batch = on_batch
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._in_flight = 0
+        #: customers of the callers not yet answered (queued or in flight)
+        self.pending_rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -60,25 +80,34 @@ class Coalescer:
 
         Raises:
             UpstreamError: this caller's failure (a copy per caller when a request failed).
+            QueueFull: `max_pending_rows` customers are held already; nothing was queued.
         """
-        if not 0 < len(rows) <= self.max_rows:
-            raise ValueError(f"a caller sends 1 to {self.max_rows} rows, not {len(rows)}")
-        if not self._queue and self._in_flight < self.max_in_flight:
-            # Nobody waits and a slot is free: this caller's request goes out at once from its
-            # own task (no task, future and wake-up of its own: the lone caller's latency).
-            self._in_flight += 1
-            try:
-                if self._on_batch is not None:
-                    self._on_batch(len(rows))
-                return await self._infer(rows)
-            finally:
-                self._in_flight -= 1
-                self._dispatch()
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(rows, loop.create_future(), time.monotonic())
-        self._queue.append(waiting)
-        self._dispatch()
-        return await waiting.future
+        count = len(rows)
+        if not 0 < count <= self.max_rows:
+            raise ValueError(f"a caller sends 1 to {self.max_rows} rows, not {count}")
+        if self.pending_rows + count > self.max_pending_rows:
+            raise QueueFull(self.pending_rows, self.max_pending_rows)
+        self.pending_rows += count
+        try:
+            if not self._queue and self._in_flight < self.max_in_flight:
+                # Nobody waits and a slot is free: this caller's request goes out at once from
+                # its own task (no task, future and wake-up of its own: the lone caller's
+                # latency).
+                self._in_flight += 1
+                try:
+                    if self._on_batch is not None:
+                        self._on_batch(count)
+                    return await self._infer(rows)
+                finally:
+                    self._in_flight -= 1
+                    self._dispatch()
+            loop = asyncio.get_running_loop()
+            waiting = _Waiting(rows, loop.create_future(), time.monotonic())
+            self._queue.append(waiting)
+            self._dispatch()
+            return await waiting.future
+        finally:
+            self.pending_rows -= count
 
     async def drain(self) -> None:
         """Wait for every Triton request already sent (at shutdown)."""

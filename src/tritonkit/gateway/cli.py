@@ -51,8 +51,10 @@ _HELP = {
     "body_timeout_s": "longest a request's body may take to arrive after its headers, s (408)",
     "keep_alive_timeout_s": "idle seconds before a kept-alive connection is closed",
     "max_connections": "connections open at once; a request beyond gets 503 and Retry-After",
-    "rate_limit_per_key": "requests per API key, e.g. 200/second",
-    "rate_limit_global": "requests for all keys together, e.g. 5000/second",
+    "rate_limit_per_key": "customers per API key (a batch of n costs n), e.g. 500/second",
+    "rate_limit_global": "customers for all keys together, e.g. 5000/second",
+    "rate_limit_unauthenticated": "requests without a valid key (401s, /healthz, /readyz, "
+                                  "/metrics, /docs) per client address, e.g. 20/second",
     "rate_limit_storage": "rate-limit counters: memory:// (per replica) or "
                           "async+redis://host:6379 (shared by replicas)",
     "rate_limit_fail_open": "serve when the rate-limit store is unreachable (false: 503)",
@@ -65,6 +67,8 @@ _HELP = {
     "coalesce_max_wait_s": "longest a call waits for others to join its Triton request, s",
     "coalesce_max_rows": "most customers in one coalesced Triton request",
     "coalesce_max_in_flight": "Triton requests in flight from the coalescer before calls queue",
+    "coalesce_max_pending_rows": "most customers the coalescer holds, queued or in flight; a "
+                                 "/predict beyond gets 503 with Retry-After",
     "max_batch": "most customers in one /predict/batch request",
     "max_body_bytes": "largest request body, bytes (413 beyond)",
     "breaker_failures": "consecutive Triton failures that open the circuit breaker",

@@ -48,8 +48,9 @@ class GatewayMetrics:
             "gateway_fallback_answers", "Customers answered by the fallback model, by reason",
             ["reason"], registry=r)
         self.ratelimit_rejections = Counter(
-            "gateway_ratelimit_rejections", "Requests refused with 429, by the limit hit "
-            "(key or global)", ["scope"], registry=r)
+            "gateway_ratelimit_rejections", "Requests refused with 429, by the limit hit: key, "
+            "global (both in customers), or unauthenticated (requests without a valid key, per "
+            "client address)", ["scope"], registry=r)
         self.ratelimit_store_errors = Counter(
             "gateway_ratelimit_store_errors", "Rate-limit checks whose store failed", registry=r)
         self.triton_requests = Counter(
@@ -59,6 +60,12 @@ class GatewayMetrics:
             "gateway_connection_refusals", "Requests refused at the HTTP edge, by reason: "
             "header_timeout or body_timeout (408), connection_limit (503)", ["reason"],
             registry=r)
+        self.queue_full = Counter(
+            "gateway_queue_full", "Requests refused with 503 because the coalescer held "
+            "coalesce_max_pending_rows customers", registry=r)
+        self.pending_rows = Gauge(
+            "gateway_pending_rows", "Customers in the coalescer: queued, or sent to Triton and "
+            "not yet answered", registry=r)
         self.triton_rows = Histogram(
             "gateway_triton_request_rows", "Customers per Triton request (coalescing at work)",
             buckets=_ROWS_BUCKETS, registry=r)

@@ -57,7 +57,7 @@ class ErrorBody(_Strict):
     """Every non-200 answer: a machine-readable `error`, a sentence, and for 400 the problems."""
 
     error: str = Field(description="invalid_request, body_too_large, unauthorized, forbidden, "
-                                   "rate_limited, unavailable or internal")
+                                   "rate_limited, unavailable, queue_full or internal")
     message: str
     problems: list[Problem] = []
 

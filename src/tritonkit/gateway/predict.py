@@ -1,8 +1,9 @@
 """`POST /predict` and `POST /predict/batch`: the answers, and the pure-ASGI endpoint that
 serves them on the hot path.
 
-Every call goes body (413 past the limit) → contract (400, every problem by field) → Triton
-through the coalescer and the breaker, or the fallback (`degraded: true`) → JSON. The same
+Every call goes body (413 past the limit) → contract (400, every problem by field) → a batch's
+customers charged to the rate limits (429) → Triton through the coalescer (503 when its queue is
+full) and the breaker, or the fallback (`degraded: true`) → JSON. The same
 `Reply` comes back whichever way the request arrived: through `PredictEndpoint` (what the
 gateway's `__call__` sends these two routes to, skipping FastAPI's middleware stack, routing,
 dependency injection and Request objects, which cost more CPU than everything else the gateway
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
+from tritonkit.gateway.batcher import QueueFull
 from tritonkit.gateway.models import customer_row, problems
+from tritonkit.gateway.ratelimit import Refusal
 from tritonkit.gateway.upstream import Answer, UpstreamError
 
 if TYPE_CHECKING:
@@ -91,6 +94,19 @@ def failure_reply(gateway: Gateway, exc: UpstreamError) -> Reply:
     return error_reply(503, "unavailable", exc.message, headers={"Retry-After": str(retry_after)})
 
 
+def queue_full_reply(gateway: Gateway, exc: QueueFull) -> Reply:
+    """The coalescer holds its bound of customers: 503, come back in a second."""
+    gateway.metrics.queue_full.inc()
+    return error_reply(503, "queue_full", str(exc), headers={"Retry-After": "1"})
+
+
+def refusal_reply(refusal: Refusal) -> Reply:
+    """A rate limit's refusal (429, or 503 from a store that fails closed)."""
+    headers = {} if refusal.retry_after_s is None else {
+        "Retry-After": str(refusal.retry_after_s)}
+    return error_reply(refusal.status, refusal.error, refusal.message, headers=headers)
+
+
 def _prediction(customer_id: str, answer: Answer, degraded: bool) -> dict[str, Any]:
     probability, risk, version = answer
     return {"customer_id": customer_id, "churn_probability": probability, "risk_level": risk,
@@ -107,15 +123,23 @@ async def predict_reply(gateway: Gateway, raw: bytes, state: dict[str, Any]) -> 
         return refused(exc)
     except UpstreamError as exc:
         return failure_reply(gateway, exc)
+    except QueueFull as exc:
+        return queue_full_reply(gateway, exc)
     state["model_version"] = answers[0][2]
     return Reply(200, orjson.dumps(_prediction(parsed.customer_id, answers[0], degraded)))
 
 
 async def predict_batch_reply(gateway: Gateway, raw: bytes, state: dict[str, Any]) -> Reply:
-    """The answer to a `/predict/batch` body: its customers in one Triton request."""
+    """The answer to a `/predict/batch` body: its customers in one Triton request, charged to
+    the rate limits (the first one was, on arrival: RateLimitMiddleware)."""
     try:
         parsed: Any = gateway.models.batch.model_validate_json(raw)
         rows = [customer_row(item) for item in parsed.customers]
+        owner = state.get("api_key")
+        if owner is not None and len(rows) > 1:
+            refusal = await gateway.limits.admit(owner.name, len(rows) - 1, paid=1)
+            if refusal is not None:
+                return refusal_reply(refusal)
         answers, degraded = await gateway.answer(rows, coalesce=False)
     except (ValidationError, Problem400) as exc:
         return refused(exc)

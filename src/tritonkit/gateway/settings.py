@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from limits import parse
+
 from tritonkit.errors import TritonKitError
 from tritonkit.paths import CACHE
 
@@ -69,10 +71,15 @@ class GatewaySettings:
     keep_alive_timeout_s: float = 5.0
     #: connections open at once; a request beyond gets 503 with Retry-After
     max_connections: int = 1024
-    #: requests per key, in the `limits` notation ("200/second", "10000/minute")
-    rate_limit_per_key: str = "200/second"
-    #: requests for all keys together
+    #: customers per key, in the `limits` notation ("500/second", "10000/minute"): a call to
+    #: /predict costs 1, a batch of n customers n; a batch above it is never served (keep it at
+    #: least max_batch)
+    rate_limit_per_key: str = "500/second"
+    #: customers for all keys together (a request it refuses costs its key nothing)
     rate_limit_global: str = "5000/second"
+    #: requests without a valid key (401s, /healthz, /readyz, /metrics, /docs) per client
+    #: address; an address over it gets 429 before any key it sends is checked
+    rate_limit_unauthenticated: str = "20/second"
     #: where rate-limit counters live: memory:// (per replica) or async+redis://host:6379 (shared)
     rate_limit_storage: str = "memory://"
     #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
@@ -93,6 +100,9 @@ class GatewaySettings:
     coalesce_max_rows: int = 64
     #: Triton requests in flight at once from the coalescer; more requests wait and merge
     coalesce_max_in_flight: int = 2
+    #: most customers the coalescer holds (queued, or sent and not yet answered); a /predict
+    #: beyond gets 503 with Retry-After (8 full coalesced requests by default)
+    coalesce_max_pending_rows: int = 512
     #: most customers in one /predict/batch request (the model's max_batch_size)
     max_batch: int = 256
     #: largest request body accepted, bytes (413 beyond, checked before reading it)
@@ -125,6 +135,14 @@ class GatewaySettings:
             problems.append("max_connections must be at least 1")
         if self.coalesce_max_wait_s < 0 or self.coalesce_max_in_flight < 1:
             problems.append("coalesce_max_wait_s must be >= 0 and coalesce_max_in_flight >= 1")
+        if self.coalesce_max_pending_rows < 1:
+            problems.append("coalesce_max_pending_rows must be at least 1")
+        for name in ("rate_limit_per_key", "rate_limit_global", "rate_limit_unauthenticated"):
+            try:
+                parse(getattr(self, name))
+            except ValueError:
+                problems.append(f"{name} must be a rate such as 500/second or 10000/minute, "
+                                f"not {getattr(self, name)!r}")
         if self.max_body_bytes < 1024:
             problems.append("max_body_bytes must be at least 1024")
         if problems:
