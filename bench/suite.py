@@ -173,12 +173,22 @@ def packed_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {PACKED_NUMERIC: numeric, PACKED_CATEGORICAL: categorical}
 
 
+def settled(server: TritonServer, counts: ServerCounts) -> tuple[float, float]:
+    """`counts.settled()`, or an error that says why tritonserver stopped answering."""
+    try:
+        return counts.settled()
+    except OSError as exc:
+        raise RuntimeError(
+            f"{counts.model}: tritonserver's metrics did not answer ({exc}); exit code "
+            f"{server.exit_code} (None: still running); log:\n{server.log_tail(60)}") from exc
+
+
 def checked(server: TritonServer, model: str, run: Callable[[], Result]) -> Result:
     """Run `run` and check tritonserver counted what the client saw."""
     counts = ServerCounts(server.metrics_url, model)
-    ok_before, failed_before = counts.settled()
+    ok_before, failed_before = settled(server, counts)
     result = run()
-    ok_after, failed_after = counts.settled()
+    ok_after, failed_after = settled(server, counts)
     counted, refused = ok_after - ok_before, failed_after - failed_before
     # requests still in flight when the client stops are counted by the server, not the client
     slack = result.connections + 1

@@ -108,11 +108,12 @@ def minilm_exported() -> TextEmbeddingArtifacts:
 @pytest.fixture(scope="session")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerProcess]:
     """A real Alertmanager (Debian's prometheus-alertmanager) on a free port, with the shipped
-    monitoring/alertmanager/alertmanager.yml; skips with its reason where it is not installed
-    (fails under CI)."""
+    monitoring/alertmanager/alertmanager.yml, its receivers delivering to a port where nothing
+    listens; skips with its reason where it is not installed (fails under CI)."""
     require_tool(ALERTMANAGER_BINARIES[0], "apt-get install prometheus-alertmanager",
                  *ALERTMANAGER_BINARIES[1:])
-    process = AlertmanagerProcess(port=free_port(), workdir=tmp_path_factory.mktemp("alertmanager"))
+    process = AlertmanagerProcess(port=free_port(), workdir=tmp_path_factory.mktemp("alertmanager"),
+                                  inbox=f"http://127.0.0.1:{free_port()}")
     process.start()
     yield process
     process.stop()

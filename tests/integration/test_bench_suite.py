@@ -30,7 +30,7 @@ def test_suite_prints_ratios_and_writes_table_json_and_plot_when_run_quick(tmp_p
     run = subprocess.run(
         [sys.executable, "bench/suite.py", "--quick", "--duration-s", "1", "--output",
          str(output)], cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-8000:]
     result = json.loads(output.read_text())
     cases = {(r["case"], r["connections"]) for r in result["rows"]}
     for case in ("naive Flask http_json", "churn http_json", "churn grpc", "no-op step grpc",

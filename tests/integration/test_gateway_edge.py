@@ -27,7 +27,7 @@ import pytest
 from tritonkit.features import ALL_FEATURES
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
-from tritonkit.serve.secrets import FILES, make_production_secrets
+from tritonkit.serve.secrets import FILES, make_production_secrets, secret_files
 from tritonkit.serve.server import TritonServer, free_port
 
 from ..support import IN_CI, require_tool
@@ -125,8 +125,9 @@ def test_production_secrets_are_readable_by_a_container_user_and_no_other_host_u
     there, and cannot reach it through the folder on the host."""
     folder, _ = secrets_dir
     assert folder.stat().st_mode & 0o777 == 0o700
-    for name in FILES.values():
-        assert (folder / name).stat().st_mode & 0o777 == 0o444, name
+    files = secret_files(folder)
+    for path in files.values():
+        assert path.stat().st_mode & 0o777 == 0o444, path
     if os.getuid() != 0:
         if IN_CI:
             pytest.fail("CI runs as root: this check reads as another user")
@@ -135,16 +136,16 @@ def test_production_secrets_are_readable_by_a_container_user_and_no_other_host_u
     mounted = Path(tempfile.mkdtemp(prefix="run-secrets-", dir="/tmp"))
     mounted.chmod(0o755)
     request.addfinalizer(lambda: shutil.rmtree(mounted, ignore_errors=True))
-    for secret, name in FILES.items():
-        os.link(folder / name, mounted / secret)
+    for secret, path in files.items():
+        os.link(path, mounted / secret)
 
     def read_as_container_user(path: Path) -> int:
         return subprocess.run(["cat", str(path)], capture_output=True, user=10001,
                               group=10001, check=False, timeout=30).returncode
 
-    for secret, name in FILES.items():
+    for secret, path in files.items():
         assert read_as_container_user(mounted / secret) == 0, secret
-        assert read_as_container_user(folder / name) != 0, name
+        assert read_as_container_user(path) != 0, path
 
 
 @pytest.mark.parametrize(("setup", "message"), [

@@ -394,6 +394,54 @@ def test_alertmanager_receives_the_alert_and_its_resolution_when_the_sidecar_del
         time.sleep(0.2)
 
 
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_sidecar_inbox_keeps_what_alertmanager_delivers_and_names_what_it_refuses(
+        sidecar: Callable[..., MonitorService]) -> None:
+    service = sidecar(entry_points=("churn",))
+    inbox = f"{service.url}/alerts/inbox"
+    payload = {"version": "4", "status": "firing", "receiver": "pager", "groupKey": "{}:{}",
+               "alerts": [{"status": "firing", "startsAt": "2026-12-03T00:00:00Z",
+                           "labels": {"alertname": "TritonServerDown", "severity": "page"},
+                           "annotations": {"summary": "<b>down</b>"}}]}
+    refused = {
+        "garbage": (f"{inbox}/pager", b"\x00\xff{{", 400, "not JSON"),
+        "not v4": (f"{inbox}/pager", json.dumps({"alerts": []}).encode(), 400, '"version": "4"'),
+        "alerts": (f"{inbox}/pager", json.dumps({"version": "4", "alerts": 3}).encode(), 400,
+                   "not a list"),
+        "receiver": (f"{inbox}/..%2Fetc", b"{}", 404, "no receiver named"),
+        "elsewhere": (f"{service.url}/health", b"{}", 404, "Alertmanager posts to"),
+    }
+    for case, (url, body, status, message) in refused.items():
+        answer = _post(url, body)
+        assert answer[0] == status and message in answer[1]["error"], (case, answer)
+    too_big = _post(f"{inbox}/pager", b"", {"Content-Length": str(2 << 20)})
+    assert too_big[0] == 413 and "more than" in too_big[1]["error"]
+
+    assert _post(f"{inbox}/pager", json.dumps(payload).encode()) == (200, {"received": 1})
+    status, body = _get(inbox)
+    kept = json.loads(body)
+    assert status == 200 and kept["receivers"]["pager"]["received"] == 1
+    (note,) = kept["notifications"]
+    assert (note["receiver"], note["status"]) == ("pager", "firing")
+    assert note["alerts"][0]["labels"]["alertname"] == "TritonServerDown"
+    report = _get(f"{service.url}/report")[1].decode()
+    assert "Delivered notifications" in report and "TritonServerDown" in report
+    assert "<b>down</b>" not in report  # nothing posted is rendered as HTML
+    metrics = _get(f"{service.url}/metrics")[1].decode()
+    assert ('tritonkit_monitor_notifications_received_total{receiver="pager",status="firing"} '
+            '1.0') in metrics
+    assert _get(f"{service.url}/alerts")[0] == 200  # still serving
+
+
 def test_sidecar_metrics_expose_exactly_the_exported_names_when_a_window_was_evaluated(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
     customers: list[dict[str, Any]],
@@ -632,6 +680,18 @@ def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_trito
             assert time.monotonic() < deadline, "Prometheus found no targets"
             time.sleep(0.5)
         assert jobs() == {"triton", "tritonkit-monitor", "prometheus", "alertmanager", "gateway"}
+        # Out of the box the receivers deliver to the sidecar's inbox: Prometheus' Watchdog
+        # reaches it through Alertmanager's dead-man route (its first evaluation: <= 15 s).
+        assert f"delivered alerts  {sidecar}/alerts/inbox" in banner
+        deadline = time.monotonic() + 60
+        while not (watchdog := [n for n in json.loads(_get(f"{sidecar}/alerts/inbox")[1])[
+                "notifications"] if n["receiver"] == "deadman"]):
+            assert time.monotonic() < deadline, "no Watchdog delivered to the sidecar's inbox"
+            time.sleep(1)
+        assert watchdog[0]["alerts"][0]["labels"]["alertname"] == "Watchdog"
+        _, metrics = _get(f"{sidecar}/metrics")
+        assert re.search(r'tritonkit_monitor_notifications_received_total\{receiver="deadman",'
+                         r'status="firing"\} [1-9]', metrics.decode())
         load = f"http://127.0.0.1:{ports['http']}/v2/repository/models/churn_fused/load"
         refused = urllib.request.Request(load, data=b"{}", method="POST")
         assert _status(refused) == 403

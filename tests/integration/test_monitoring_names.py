@@ -3,7 +3,8 @@ file's restricted APIs, a real Prometheus (`/usr/bin/prometheus`) that scrapes i
 our rules, a real Alertmanager with our config. Every metric the rules and the dashboard name is
 one Triton or the sidecar emits; every selector on Triton's metrics selects live series; the error
 ratio Prometheus records from Triton's counters is the one the client saw; the burn-rate page
-reaches Alertmanager, which inhibits as configured.
+reaches Alertmanager, which inhibits as configured and delivers the page to the pager
+receiver (the shipped default: the sidecar's inbox).
 
 Prometheus and Alertmanager come from Debian (`apt-get install prometheus
 prometheus-alertmanager`); without them those tests skip and say so.
@@ -17,12 +18,14 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,11 +34,13 @@ import yaml
 
 from tritonkit.gateway.metrics import GatewayMetrics
 from tritonkit.monitor.exported import SIDECAR_METRICS
+from tritonkit.monitor.inbox import Inbox, InboxRefused
 from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
 from tritonkit.repository.entry_points import repository_entry_points
 from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess
 
 from ..support import body_for, post, require_tool, serve, stub_pids, with_input
 
@@ -45,7 +50,6 @@ MONITORING = PROJECT_ROOT / "monitoring"
 STATIC_RULE_FILES = sorted(p for p in (MONITORING / "prometheus" / "rules").glob("*.yml")
                            if p.name != PRODUCTION_RULES.name)
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
-ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ADMIN_KEY = "test-admin-key"
 #: Series Prometheus makes itself rather than scrapes.
@@ -286,6 +290,18 @@ def test_a_burst_of_errors_pages_through_alertmanager_which_inhibits_the_ticket(
     assert alerts["1d"]["status"]["state"] == "suppressed"
     assert alerts["1d"]["status"]["inhibitedBy"]
     assert alerts["1h"]["status"]["state"] == "active"
+
+    def paged() -> list[dict[str, Any]] | None:
+        notes = [n for n in alertmanager.inbox.as_json()["notifications"]
+                 if any(a["labels"].get("alertname") == "TritonModelErrorBudgetBurn"
+                        for a in n["alerts"])]
+        return notes or None
+
+    # the pager route waits 10 s to group; the receiver is the inbox of the shipped default
+    notes = _until(paged, "the page delivered to the pager receiver", timeout_s=40)
+    assert {n["receiver"] for n in notes} == {"pager"}  # the inhibited ticket is not sent
+    assert {a["labels"]["slo_window"] for n in notes for a in n["alerts"]} == {"1h", "6h"}
+    assert all(n["status"] == "firing" for n in notes)
     firing = {a["labels"]["alertname"] for a in prometheus.get("/api/v1/alerts")["data"]["alerts"]}
     assert "TritonServerDown" not in firing and "TritonModelNotLoaded" not in firing
 
@@ -352,6 +368,7 @@ class Prometheus:
 @dataclass
 class Alertmanager:
     url: str
+    inbox: Inbox
 
     def alerts(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as response:
@@ -388,17 +405,45 @@ def rule_files(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
-    binary = require_tool("prometheus-alertmanager", "apt-get install prometheus-alertmanager",
-                          "alertmanager")
-    folder = tmp_path_factory.mktemp("alertmanager")
-    port = free_port()
-    with _running([binary, f"--config.file={ALERTMANAGER_CONFIG}",
-                   f"--storage.path={folder}", f"--web.listen-address=127.0.0.1:{port}",
-                   "--cluster.listen-address="], folder / "alertmanager.log"):
-        url = f"http://127.0.0.1:{port}"
-        _until(lambda: _http_status(f"{url}/-/ready") == 200 or None, "Alertmanager ready")
-        yield Alertmanager(url)
+def inbox() -> Iterator[tuple[str, Inbox]]:
+    """The sidecar's inbox (`tritonkit.monitor.inbox`) on a port of its own: where the shipped
+    receivers deliver by default, without a sidecar's probes in this module's counted traffic."""
+    received = Inbox()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            try:
+                received.receive(self.path.removeprefix("/alerts/inbox/"), body)
+                self.send_response(200)
+            except InboxRefused as exc:
+                self.send_response(exc.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory, inbox: tuple[str, Inbox]
+                 ) -> Iterator[Alertmanager]:
+    """A real Alertmanager with the shipped config as `make up` writes it: every receiver
+    delivers to `inbox`."""
+    require_tool(ALERTMANAGER_BINARIES[0], "apt-get install prometheus-alertmanager",
+                 *ALERTMANAGER_BINARIES[1:])
+    process = AlertmanagerProcess(port=free_port(), inbox=inbox[0],
+                                  workdir=tmp_path_factory.mktemp("alertmanager"))
+    process.start()
+    yield Alertmanager(process.url, inbox[1])
+    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,13 @@ import pytest
 import yaml
 
 from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.errors import TritonKitError
+from tritonkit.monitor.receivers import alertmanager_config, load_config, receivers, secret_name
 from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.build import render_repository
 from tritonkit.repository.entry_points import EntryPoint, repository_entry_points
+from tritonkit.serve.secrets import make_production_secrets
 from tritonkit.spec import Spec, load_spec
 from tritonkit.text.artifacts import TextEmbeddingArtifacts
 
@@ -184,27 +187,74 @@ def test_burn_rate_alerts_page_and_ticket_on_the_sre_windows() -> None:
 
 # -- Alertmanager ----------------------------------------------------------------------------
 
-def test_alertmanager_config_passes_amtool_check_config() -> None:
+@pytest.fixture
+def rendered_alertmanager_config(tmp_path: Path) -> Path:
+    """The shipped config as `make up` writes it for Debian's Alertmanager 0.25 (which has no
+    url_file): every receiver's URL written in, here the sidecar's inbox."""
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(alertmanager_config("http://127.0.0.1:9108", environ={})))
+    return path
+
+
+def test_alertmanager_config_passes_amtool_check_config(rendered_alertmanager_config: Path
+                                                        ) -> None:
     amtool = _tool("amtool", "prometheus-alertmanager")
-    result = _run(amtool, "check-config", str(ALERTMANAGER_CONFIG))
+    result = _run(amtool, "check-config", str(rendered_alertmanager_config))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("severity", "receiver"), [
     ("page", "pager"), ("critical", "critical"), ("warning", "ticket"), ("ticket", "ticket")])
-def test_alertmanager_routes_each_severity_to_its_receiver(severity: str, receiver: str) -> None:
+def test_alertmanager_routes_each_severity_to_its_receiver(
+        severity: str, receiver: str, rendered_alertmanager_config: Path) -> None:
     amtool = _tool("amtool", "prometheus-alertmanager")
-    result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+    result = _run(amtool, "config", "routes", "test",
+                  f"--config.file={rendered_alertmanager_config}",
                   f"--verify.receivers={receiver}", "alertname=TritonModelErrorBudgetBurn",
                   "service=churn", f"severity={severity}")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alertmanager_sends_the_watchdog_to_the_dead_man_receiver_alone() -> None:
+def test_alertmanager_sends_the_watchdog_to_the_dead_man_receiver_alone(
+        rendered_alertmanager_config: Path) -> None:
     amtool = _tool("amtool", "prometheus-alertmanager")
-    result = _run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+    result = _run(amtool, "config", "routes", "test",
+                  f"--config.file={rendered_alertmanager_config}",
                   "--verify.receivers=deadman", "alertname=Watchdog", "severity=none")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_receiver_reads_its_url_from_a_secret_compose_mounts_and_the_secrets_writer_makes(
+        tmp_path: Path) -> None:
+    names = receivers(load_config())
+    assert names == ["deadman", "pager", "critical", "ticket"]
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    mounted = set(compose["services"]["alertmanager"]["secrets"])
+    assert {secret_name(n) for n in names} <= mounted
+    assert {secret_name(n) for n in names} <= set(compose["secrets"])
+    written, _ = make_production_secrets(
+        tmp_path / "secrets", environ={"TRITONKIT_ALERT_PAGER_URL": "https://pager.example/x"})
+    urls = {path.name: path.read_text().strip() for path in written
+            if path.parent.name == "alertmanager"}
+    assert urls == {"deadman-url": "http://monitor:9108/alerts/inbox/deadman",
+                    "pager-url": "https://pager.example/x",
+                    "critical-url": "http://monitor:9108/alerts/inbox/critical",
+                    "ticket-url": "http://monitor:9108/alerts/inbox/ticket"}
+    for name in names:  # the file compose names is the one written
+        assert compose["secrets"][secret_name(name)]["file"].endswith(
+            f"/alertmanager/{name}-url")
+
+
+def test_make_up_writes_each_receivers_url_from_its_variable_or_the_sidecars_inbox() -> None:
+    config = alertmanager_config("http://127.0.0.1:9108",
+                                 environ={"TRITONKIT_ALERT_TICKET_URL": "https://tickets.example/"})
+    hooks = {r["name"]: r["webhook_configs"] for r in config["receivers"]}
+    assert hooks["ticket"] == [{"send_resolved": True, "url": "https://tickets.example/"}]
+    assert hooks["pager"] == [{"send_resolved": True,
+                               "url": "http://127.0.0.1:9108/alerts/inbox/pager"}]
+    with pytest.raises(TritonKitError, match="TRITONKIT_ALERT_PAGER_URL"):
+        alertmanager_config("http://127.0.0.1:9108",
+                            environ={"TRITONKIT_ALERT_PAGER_URL": "pager.example"})
 
 
 def test_alertmanager_groups_by_alertname_and_service() -> None:

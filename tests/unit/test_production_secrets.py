@@ -8,10 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tritonkit.gateway.auth import KeyStore
 from tritonkit.gateway.settings import GatewaySettings, production_problems
-from tritonkit.serve.secrets import FILES, main
+from tritonkit.paths import PROJECT_ROOT
+from tritonkit.serve.secrets import FILES, main, secret_files
 
 
 def test_production_secrets_writes_every_compose_secret_once_and_keeps_them(
@@ -22,11 +24,15 @@ def test_production_secrets_writes_every_compose_secret_once_and_keeps_them(
     keys = dict(re.findall(r"gateway (caller|admin) key \(shown once[^)]*\): (\S+)", first))
     assert set(keys) == {"caller", "admin"}
     assert folder.stat().st_mode & 0o777 == 0o700
+    files = secret_files(folder)
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    assert set(files) == set(compose["secrets"])  # every secret compose mounts, written
     contents = {}
-    for name in FILES.values():
-        path = folder / name
-        assert path.stat().st_mode & 0o777 == 0o444, name
-        contents[name] = path.read_bytes()
+    for secret, path in files.items():
+        assert path.stat().st_mode & 0o777 == 0o444, secret
+        assert compose["secrets"][secret]["file"] == "${SECRETS_DIR:-./.secrets}/" + str(
+            path.relative_to(folder))
+        contents[secret] = path.read_bytes()
     admin_key = (folder / FILES["triton_admin_key"]).read_text().strip()
     assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", admin_key)  # what entrypoint.sh accepts
     store = KeyStore.load(folder / FILES["gateway_keys"])
@@ -42,4 +48,4 @@ def test_production_secrets_writes_every_compose_secret_once_and_keeps_them(
     # a second run keeps everything and shows no key
     assert main(["--out", str(folder)]) == 0
     assert "every secret exists" in capsys.readouterr().out
-    assert {name: (folder / name).read_bytes() for name in FILES.values()} == contents
+    assert {secret: path.read_bytes() for secret, path in files.items()} == contents

@@ -70,6 +70,13 @@ SIDECAR_METRICS: dict[str, Exported] = {
     "tritonkit_monitor_source_fallback": Exported(
         "gauge", "1 while the sidecar reads Triton's /metrics directly because the Prometheus "
         "it is told to read cannot be reached.", ()),
+    "tritonkit_monitor_notifications_received_total": Exported(
+        "counter", "Notifications Alertmanager delivered to the sidecar's inbox "
+        "(POST /alerts/inbox/<receiver>), by receiver and status (firing, resolved).",
+        ("receiver", "status")),
+    "tritonkit_monitor_notification_last_received_timestamp_seconds": Exported(
+        "gauge", "Unix time of the newest notification in the sidecar's inbox, by receiver "
+        "(the dead-man receiver's Watchdog arrives every 5 minutes).", ("receiver",)),
     "tritonkit_monitor_queue_time_share": Exported(
         "gauge", "Share of the steps' request time spent queueing in the window.", ("model",)),
     "tritonkit_monitor_alert_firing": Exported(

@@ -110,6 +110,12 @@ class SidecarMetrics:
     def set_source_fallback(self, falling_back: bool) -> None:
         self._metrics["tritonkit_monitor_source_fallback"].set(1.0 if falling_back else 0.0)
 
+    def count_notification(self, receiver: str, status: str, at: float) -> None:
+        self._metrics["tritonkit_monitor_notifications_received_total"].labels(
+            receiver=receiver, status=status).inc()
+        self._metrics["tritonkit_monitor_notification_last_received_timestamp_seconds"].labels(
+            receiver=receiver).set(at)
+
     def count_heal(self, model: str) -> None:
         self._metrics["tritonkit_monitor_heals_total"].labels(model=model).inc()
 

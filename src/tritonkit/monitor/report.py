@@ -38,7 +38,8 @@ td, th { padding: 0.2em 0.8em; text-align: left; border-bottom: 1px solid #eef2f
 
 
 def render_report(signals: WindowSignals | None, profile: Mapping[str, Any], *,
-                  firing: Sequence[Alert] = (), health: HealthReport | None = None) -> str:
+                  firing: Sequence[Alert] = (), health: HealthReport | None = None,
+                  inbox: Mapping[str, Any] | None = None) -> str:
     """The whole page; before the first window it says so and shows health and alerts."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>Drift report</title><style>{_STYLE}</style></head><body>"]
@@ -49,6 +50,8 @@ def render_report(signals: WindowSignals | None, profile: Mapping[str, Any], *,
         parts.append(_header(signals))
         parts.append(_serving(signals))
     parts.append(_alerts(firing))
+    if inbox is not None:
+        parts.append(_inbox(inbox))
     if health is not None:
         parts.append(_health(health))
     if signals is not None:
@@ -93,10 +96,33 @@ def _alerts(firing: Sequence[Alert]) -> str:
         return "<h2>Alerts</h2><p>None firing.</p>"
     rows = "".join(
         f"<tr><td>{_e(a.labels.get('alertname', ''))}</td><td>{_e(a.labels.get('severity', ''))}"
-        f"</td><td>{_e(a.labels.get('feature', ''))}</td>"
-        f"<td>{_e(a.annotations.get('summary', ''))}</td></tr>" for a in firing)
-    return ("<h2>Alerts</h2><table><tr><th>alert</th><th>severity</th><th>feature</th>"
-            f"<th>summary</th></tr>{rows}</table>")
+        f"</td><td>{_e(a.labels.get('model', ''))}</td><td>{_e(a.labels.get('feature', ''))}"
+        f"</td><td>{_e(a.annotations.get('summary', ''))}</td></tr>" for a in firing)
+    return ("<h2>Alerts</h2><table><tr><th>alert</th><th>severity</th><th>model</th>"
+            f"<th>feature</th><th>summary</th></tr>{rows}</table>")
+
+
+#: notifications shown on the page; GET /alerts/inbox has all the inbox keeps
+_INBOX_ROWS = 20
+
+
+def _inbox(inbox: Mapping[str, Any]) -> str:
+    """What Alertmanager delivered to the sidecar's inbox, newest first."""
+    notifications = inbox.get("notifications", [])
+    if not notifications:
+        return ("<h2>Delivered notifications</h2><p>None yet: Alertmanager's default receivers "
+                "deliver to this sidecar's <code>/alerts/inbox</code>.</p>")
+    rows = "".join(
+        f"<tr><td>{_e(n['received_at'])}</td><td>{_e(n['receiver'])}</td>"
+        f"<td>{_e(n['status'])}</td><td>{_e(_names(n['alerts']))}</td>"
+        f"<td>{len(n['alerts'])}</td></tr>" for n in notifications[:_INBOX_ROWS])
+    return ("<h2>Delivered notifications</h2><table><tr><th>received (UTC)</th>"
+            "<th>receiver</th><th>status</th><th>alerts</th><th>count</th></tr>"
+            f"{rows}</table>")
+
+
+def _names(alerts: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(sorted({a["labels"].get("alertname", "") for a in alerts}))
 
 
 def _health(report: HealthReport) -> str:

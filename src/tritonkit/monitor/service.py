@@ -1,6 +1,7 @@
 """The monitoring sidecar: every `interval_s` it scrapes, windows, judges and alerts; every
 `health_interval_s` it checks the model with real inferences (and heals it); an HTTP server
-answers `/metrics`, `/health`, `/alerts` and `/report`::
+answers `/metrics`, `/health`, `/alerts`, `/report` and the alert inbox (`/alerts/inbox`, where
+Alertmanager's default receivers deliver: `tritonkit.monitor.inbox`)::
 
     with MonitorService(MonitorSettings(triton_url="http://127.0.0.1:8000", port=0)) as service:
         print(service.url)                    # http://127.0.0.1:<the port it got>
@@ -36,6 +37,7 @@ from tritonkit.monitor.alerts import (
 from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.monitor.drift_stats import DriftThresholds
 from tritonkit.monitor.health import Check, HealthMonitor, HealthReport, TritonProbe
+from tritonkit.monitor.inbox import MAX_BODY_BYTES, Inbox, InboxRefused
 from tritonkit.monitor.metrics import SidecarMetrics
 from tritonkit.monitor.probes import ProbeBodies, probe_bodies
 from tritonkit.monitor.report import render_report
@@ -167,6 +169,7 @@ class MonitorService:
         self.latest: Evaluation | None = None
         self.latest_signals: WindowSignals | None = None  # of the newest window judged
         self.resolved: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.inbox = Inbox()
         self.engine = self._engine(settings.model)  # the drift model's: drift alerts too
         self._source_error: str | None = "not scraped yet"
         self._evaluate_lock = threading.Lock()
@@ -313,12 +316,19 @@ class MonitorService:
             resolved = list(self.resolved)
         return {"firing": firing, "resolved": resolved}
 
+    def receive_notification(self, receiver: str, body: bytes) -> dict[str, Any]:
+        """One webhook payload Alertmanager delivered (`POST /alerts/inbox/<receiver>`)."""
+        notification = self.inbox.receive(receiver, body)
+        self.metrics.count_notification(receiver, notification["status"] or "unknown",
+                                        self.inbox.last_received()[receiver])
+        return notification
+
     def report_html(self) -> str:
         with self._evaluate_lock:
             signals = self.latest_signals
             firing = self.firing()
         return render_report(signals, self.profile, firing=firing,
-                             health=self.health.latest)
+                             health=self.health.latest, inbox=self.inbox.as_json())
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -406,6 +416,10 @@ def _transition_json(transition: Transition) -> dict[str, Any]:
             "value": transition.value, "endsAt": _iso(transition.at)}
 
 
+#: where Alertmanager's default receivers deliver (POST <INBOX>/<receiver>), and GET shows them
+INBOX = "/alerts/inbox"
+
+
 def _handler(service: MonitorService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -418,16 +432,49 @@ def _handler(service: MonitorService) -> type[BaseHTTPRequestHandler]:
                     self._json(200 if report.ok else 503, report.as_json())
                 elif path == "/alerts":
                     self._json(200, service.alerts_json())
+                elif path == INBOX:
+                    self._json(200, service.inbox.as_json())
                 elif path == "/report":
                     self._send(200, "text/html; charset=utf-8", service.report_html().encode())
                 elif path == "/":
-                    self._json(200, {"endpoints": ["/health", "/alerts", "/report", "/metrics"]})
+                    self._json(200, {"endpoints": ["/health", "/alerts", "/report", "/metrics",
+                                                   INBOX]})
                 else:
                     self._json(404, {"error": f"no such endpoint {path}: try /health, /alerts, "
-                                              "/report or /metrics"})
+                                              f"/report, /metrics or {INBOX}"})
             except Exception as exc:  # one bad request must not stop the sidecar
                 logger.exception("GET %s failed", path)
                 self._json(500, {"error": f"GET {path} failed: {exc!r}"})
+
+        def do_POST(self) -> None:
+            path = urlsplit(self.path).path.rstrip("/")
+            if not path.startswith(INBOX + "/"):
+                self._json(404, {"error": f"nothing takes a POST at {path}: Alertmanager posts "
+                                          f"to {INBOX}/<receiver>"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or -1)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                self._json(411, {"error": "the POST needs a Content-Length"})
+                return
+            if length > MAX_BODY_BYTES:
+                self.close_connection = True  # the body stays unread
+                self._json(413, {"error": f"the payload has {length} bytes, more than the "
+                                          f"{MAX_BODY_BYTES} the inbox takes"})
+                return
+            try:
+                notification = service.receive_notification(
+                    path.removeprefix(INBOX + "/"), self.rfile.read(length))
+            except InboxRefused as exc:
+                self._json(exc.status, {"error": str(exc)})
+            except Exception as exc:  # one bad request must not stop the sidecar
+                logger.exception("POST %s failed", path)
+                self._json(500, {"error": f"POST {path} failed: {exc!r}"})
+            else:
+                self._json(200, {"received": len(notification["alerts"])})
 
         def _json(self, status: int, body: Any) -> None:
             self._send(status, "application/json", json.dumps(body, indent=1).encode())

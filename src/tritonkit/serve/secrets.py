@@ -10,7 +10,11 @@ writes, where they are missing (an existing file is kept: delete one to rotate i
   key, printed once here and kept nowhere else;
 - `tls/cert.pem`, `tls/key.pem`: a self-signed pair for the gateway's HTTPS (replace both with
   your own certificate and key, same names);
-- `grafana-admin-password`.
+- `grafana-admin-password`;
+- `alertmanager/<receiver>-url`: each Alertmanager receiver's webhook URL (Alertmanager reads
+  them with `url_file`), from `TRITONKIT_ALERT_<RECEIVER>_URL` when set (it replaces the file),
+  else the sidecar's inbox `http://monitor:9108/alerts/inbox/<receiver>`, so a fresh stack
+  delivers somewhere you can look (`tritonkit.monitor.receivers`).
 
 Compose bind-mounts each file into the containers, whose users (uid 1000 in Triton's image,
 10001 in ours) are not the host user who made them: each file is mode 0444 and the folder 0700,
@@ -25,11 +29,20 @@ import secrets as random
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tritonkit.errors import TritonKitError
 from tritonkit.gateway.auth import add_key
 from tritonkit.gateway.tls import make_self_signed
+from tritonkit.monitor.receivers import (
+    PRODUCTION_INBOX,
+    env_name,
+    load_config,
+    receiver_urls,
+    receivers,
+    secret_name,
+)
 from tritonkit.paths import PROJECT_ROOT
 
 SECRETS_DIR = PROJECT_ROOT / ".secrets"
@@ -41,6 +54,8 @@ FILES = {
     "gateway_tls_key": "tls/key.pem",
     "grafana_admin_password": "grafana-admin-password",
 }
+#: an Alertmanager receiver's URL file in the folder (its compose secret: `secret_name`)
+ALERT_URL_FILE = "alertmanager/{receiver}-url"
 FILE_MODE = 0o444
 FOLDER_MODE = 0o700
 
@@ -57,12 +72,42 @@ def _write(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def make_production_secrets(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+def alert_url_files(folder: Path) -> dict[str, Path]:
+    """Each Alertmanager receiver's URL file in `folder`, by compose secret name."""
+    return {secret_name(name): folder / ALERT_URL_FILE.format(receiver=name)
+            for name in receivers(load_config())}
+
+
+def secret_files(folder: Path) -> dict[str, Path]:
+    """Every file `make_production_secrets` writes in `folder`, by compose secret name."""
+    return {**{secret: folder / name for secret, name in FILES.items()},
+            **alert_url_files(folder)}
+
+
+def _write_alert_urls(folder: Path, environ: Mapping[str, str]) -> list[Path]:
+    """A receiver's file from its variable when set (replacing the file), else the inbox
+    where the file is missing."""
+    _private_folder(folder / "alertmanager")
+    names = receivers(load_config())
+    urls = receiver_urls(names, PRODUCTION_INBOX, environ)
+    written = []
+    for name in names:
+        path = folder / ALERT_URL_FILE.format(receiver=name)
+        given = environ.get(env_name(name), "").strip()
+        current = path.read_text().strip() if path.exists() else None
+        if current is None or (given and current != given):
+            _write(path, urls[name] + "\n")
+            written.append(path)
+    return written
+
+
+def make_production_secrets(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+                            environ: Mapping[str, str] | None = None
                             ) -> tuple[list[Path], dict[str, str]]:
     """Write the missing secrets; returns (files written, keys to show once by name)."""
     _private_folder(folder)
     _private_folder(folder / "tls")
-    written, shown = [], {}
+    written, shown = _write_alert_urls(folder, os.environ if environ is None else environ), {}
     path = folder / FILES["triton_admin_key"]
     if not path.exists():
         _write(path, random.token_urlsafe(32) + "\n")

@@ -321,6 +321,11 @@ class TritonServer:
         """tritonserver's process id while it runs (its python stubs are its children)."""
         return None if self._process is None else self._process.pid
 
+    @property
+    def exit_code(self) -> int | None:
+        """The code tritonserver exited with by itself, None while it runs (or before start)."""
+        return None if self._process is None else self._process.poll()
+
     def command(self) -> list[str]:
         """The full tritonserver command line."""
         s = self.settings

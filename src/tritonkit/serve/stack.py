@@ -6,11 +6,13 @@ prometheus-alertmanager`), and the public /predict gateway; one owner per proces
 Each child dies with its parent, is polled for readiness against a deadline (its log's tail in
 the error when it does not come up), and is stopped with SIGTERM, then killed. The embedded
 Prometheus gets `monitoring/prometheus/prometheus.yml` with local targets (same job names, the
-same rules folder); Alertmanager gets `monitoring/alertmanager/alertmanager.yml`::
+same rules folder); Alertmanager gets `monitoring/alertmanager/alertmanager.yml` with its
+receivers' URLs written in (`tritonkit.monitor.receivers`): the sidecar's inbox unless
+`TRITONKIT_ALERT_<RECEIVER>_URL` names another::
 
     stack = EmbeddedStack(triton, StackOptions(monitor_port=9108, alertmanager_port=9093)).start()
     print(stack.banner()); ...; stack.stop()
-    with AlertmanagerProcess(port=free_port(), workdir=tmp) as alertmanager:
+    with AlertmanagerProcess(port=free_port(), workdir=tmp, inbox=sidecar.url) as alertmanager:
         alertmanager.alerts()         # GET /api/v2/alerts
 """
 
@@ -32,12 +34,13 @@ from tritonkit.errors import ServerStartError, TritonKitError
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
+from tritonkit.monitor.receivers import alertmanager_config
 from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.monitor.service import MonitorService, MonitorSettings
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.entry_points import repository_entry_points
 from tritonkit.serve.process import ChildProcess, http_ok
-from tritonkit.serve.server import TritonServer
+from tritonkit.serve.server import TritonServer, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,6 @@ EXAMPLE_FEATURES = {
 
 MONITORING = PROJECT_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
-ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
 #: Debian's names first, then upstream's.
 PROMETHEUS_BINARIES = ("prometheus",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
@@ -100,12 +102,17 @@ class AlertmanagerProcess(ManagedProcess):
     binaries = ALERTMANAGER_BINARIES
     install_hint = "apt-get install prometheus-alertmanager"
 
-    def __init__(self, *, port: int, workdir: Path, host: str = "127.0.0.1",
-                 config_file: Path = ALERTMANAGER_CONFIG) -> None:
+    def __init__(self, *, port: int, workdir: Path, inbox: str, host: str = "127.0.0.1"
+                 ) -> None:
+        """`inbox`: the sidecar's base URL, where every receiver delivers unless its
+        `TRITONKIT_ALERT_<RECEIVER>_URL` names another (`tritonkit.monitor.receivers`)."""
         super().__init__(port=port, workdir=workdir, host=host)
-        self.config_file = config_file
+        self.config_file = workdir / "alertmanager.yml"
+        # rendered now: a variable that is no URL is an error before anything starts
+        self.config = alertmanager_config(inbox)
 
     def arguments(self, binary: str) -> list[str]:
+        self.config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return [binary, f"--config.file={self.config_file}",
                 f"--storage.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.host}:{self.port}", "--cluster.listen-address="]
@@ -207,15 +214,21 @@ class EmbeddedStack:
 
     def start(self) -> EmbeddedStack:
         o, host = self.options, self.triton.settings.host
+        # known before either starts: Alertmanager delivers to the sidecar's inbox, the sidecar
+        # sends its alerts to Alertmanager
+        monitor_port = o.monitor_port or free_port(host)
         if o.alertmanager_port is not None:
-            self.alertmanager = self._start_process(AlertmanagerProcess(
-                port=o.alertmanager_port, host=host,
-                workdir=o.workdir / f"alertmanager-{o.alertmanager_port}"))
+            try:
+                self.alertmanager = self._start_process(AlertmanagerProcess(
+                    port=o.alertmanager_port, host=host, inbox=f"http://{host}:{monitor_port}",
+                    workdir=o.workdir / f"alertmanager-{o.alertmanager_port}"))
+            except TritonKitError as exc:  # a TRITONKIT_ALERT_*_URL that is no URL
+                self.notes.append(f"alertmanager did not start: {exc}")
         if o.monitor:
             try:
                 self.monitor = MonitorService(MonitorSettings(
                     triton_url=self.triton.http_url, metrics_url=self.triton.metrics_url,
-                    host=host, port=o.monitor_port, admin_key=o.admin_key,
+                    host=host, port=monitor_port, admin_key=o.admin_key,
                     alertmanager_url=self.alertmanager.url if self.alertmanager else None,
                 )).start()
             except TritonKitError as exc:
@@ -269,6 +282,9 @@ class EmbeddedStack:
         if self.monitor is not None:
             url = self.monitor.url
             lines.append(f"  sidecar  {url}/health  {url}/alerts  {url}/report  {url}/metrics")
+            if self.alertmanager is not None:
+                lines.append(f"  delivered alerts  {url}/alerts/inbox   (Alertmanager's "
+                             "receivers; TRITONKIT_ALERT_<RECEIVER>_URL names your own)")
         for name, process in (("Prometheus", self.prometheus),
                               ("Alertmanager", self.alertmanager)):
             if process is not None:
