@@ -191,9 +191,9 @@ class _ModelBase(_Frozen):
     warmup_batch_sizes: tuple[int, ...] = ()
     availability_slo: float = Field(
         0.995, gt=0, lt=1,
-        description="share of requests that must succeed: stated in the model card; the churn "
-        "burn-rate alerts (monitoring/prometheus/rules/serving.yml, which uses 0.995 for every "
-        "entry point) spend its error budget",
+        description="share of the clients' requests that must succeed: stated in the model "
+        "card; each entry point's burn-rate alerts spend its error budget (1 - this), recorded "
+        "as tritonkit:error_budget:ratio by the rendered serving rules",
     )
     response_cache: bool = Field(
         False,
@@ -327,6 +327,16 @@ class Spec(_Frozen):
         """A copy of the spec with `fuse_python_steps` of one target set (benchmarks, tests)."""
         changed = self.targets[target].model_copy(update={"fuse_python_steps": fused})
         return self.model_copy(update={"targets": {**self.targets, target: changed}})
+
+    def model_behind(self, entry: str) -> tuple[str, ModelSpec] | None:
+        """The model behind an entry point a repository serves: the one named so, or the
+        longest name `<name>_...` starts with (the packed entry point `churn_packed` is
+        churn's); None for an entry point no model of the spec makes."""
+        found = [n for n in self.models if entry == n or entry.startswith(f"{n}_")]
+        if not found:
+            return None
+        name = max(found, key=len)
+        return name, self.models[name]
 
     def only(self, *names: str) -> Spec:
         """A copy of the spec that keeps only the named models (tests, benchmarks)."""

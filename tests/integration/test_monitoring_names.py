@@ -49,7 +49,7 @@ MONITORING = PROJECT_ROOT / "monitoring"
 #: `rule_files` fixture), as `make up` renders them.
 STATIC_RULE_FILES = sorted(p for p in (MONITORING / "prometheus" / "rules").glob("*.yml")
                            if p.name != PRODUCTION_RULES.name)
-DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "serving.json"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 ADMIN_KEY = "test-admin-key"
 #: Series Prometheus makes itself rather than scrapes.
@@ -81,7 +81,10 @@ class Selector:
 
     def promql(self) -> str:
         """The selector with Grafana's variables replaced by what selects everything."""
-        return self.name + self.matchers.replace("$feature", ".*")
+        matchers = self.matchers
+        for variable in ("$feature", "$drift_model", "$model"):
+            matchers = matchers.replace(variable, ".*")
+        return self.name + matchers
 
 
 def selectors(expr: str, where: str) -> list[Selector]:
@@ -248,10 +251,29 @@ def test_every_dashboard_query_evaluates_without_error(prometheus: Prometheus) -
     errors = []
     for where, expr in dashboard_queries():
         try:
-            prometheus.query(expr.replace("$__rate_interval", "1m").replace("$feature", ".*"))
+            prometheus.query(Selector("", expr.replace("$__rate_interval", "1m"), where
+                                      ).promql())
         except AssertionError as exc:  # Prometheus refused the query; its message says why
             errors.append((where, str(exc)))
     assert errors == []
+
+
+def test_the_dashboards_entry_point_variable_offers_every_entry_point_triton_serves(
+        prometheus: Prometheus, repositories: dict[str, Path]) -> None:
+    """The serving panels select `model=~"$model"` on the recorded series; the variable is
+    their model labels, so a model the spec adds gets its panels with no dashboard edit."""
+    served = {e.name for e in repository_entry_points(repositories["embedded"])}
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "model"]
+    query = re.fullmatch(r"label_values\((.*), model\)", variable["query"]["query"])
+    assert query, variable
+
+    def offered() -> set[str] | None:
+        models = {r["metric"]["model"] for r in prometheus.query(query.group(1))}
+        return models if models == served else None
+
+    assert _until(offered, f"the $model variable offering {sorted(served)}") == served
+    assert {"churn", "churn_packed"} <= served  # the test repository serves churn's two
 
 
 def test_recorded_ratios_tell_the_servers_errors_from_the_callers_refusals(

@@ -34,7 +34,7 @@ PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 RULE_FILES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((MONITORING / "prometheus" / "tests").glob("*.yml"))
 ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
-DASHBOARD = MONITORING / "grafana" / "dashboards" / "churn.json"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "serving.json"
 GRAFANA_PROVISIONING = MONITORING / "grafana" / "provisioning"
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 SIDECAR_ALERTS = PROJECT_ROOT / "configs" / "alerts.yaml"
@@ -175,14 +175,50 @@ def test_burn_rate_alerts_page_and_ticket_on_the_sre_windows() -> None:
     burn = [r for r in _alerts() if r["alert"] == "TritonModelErrorBudgetBurn"]
     windows = {r["labels"]["slo_window"]: (r["labels"]["severity"], " ".join(r["expr"].split()))
                for r in burn}
+    budget = "tritonkit:error_budget:ratio"
     assert windows == {
-        "1h": ("page", "tritonkit:request_error_ratio:rate1h > (14.4 * 0.005) and "
-                       "tritonkit:request_error_ratio:rate5m > (14.4 * 0.005)"),
-        "6h": ("page", "tritonkit:request_error_ratio:rate6h > (6 * 0.005) and "
-                       "tritonkit:request_error_ratio:rate30m > (6 * 0.005)"),
-        "1d": ("ticket", "tritonkit:request_error_ratio:rate1d > (3 * 0.005) and "
-                         "tritonkit:request_error_ratio:rate2h > (3 * 0.005)"),
+        "1h": ("page", f"tritonkit:request_error_ratio:rate1h > on (model) (14.4 * {budget}) "
+                       f"and tritonkit:request_error_ratio:rate5m > on (model) (14.4 * {budget})"),
+        "6h": ("page", f"tritonkit:request_error_ratio:rate6h > on (model) (6 * {budget}) "
+                       f"and tritonkit:request_error_ratio:rate30m > on (model) (6 * {budget})"),
+        "1d": ("ticket", f"tritonkit:request_error_ratio:rate1d > on (model) (3 * {budget}) "
+                         f"and tritonkit:request_error_ratio:rate2h > on (model) (3 * {budget})"),
     }
+    budgets = {r["labels"]["model"]: r["expr"] for r in _rules()
+               if r.get("record") == budget}
+    spec = load_spec()
+    assert budgets == {"churn": f"vector({1 - spec.models['churn'].availability_slo:.6g})",
+                       "churn_packed": f"vector({1 - spec.models['churn'].availability_slo:.6g})",
+                       "minilm": f"vector({1 - spec.models['minilm'].availability_slo:.6g})"}
+
+
+def test_each_entry_point_burns_the_budget_of_its_models_availability_slo(tmp_path: Path
+                                                                          ) -> None:
+    """10 % of requests fail at two entry points: the one whose model promises 90 % stays within
+    its budget (1.0x), the one that promises 99.5 % pages on both windows and gets a ticket.
+    promtool evaluates the rendered rules on the series."""
+    promtool = _tool("promtool", "prometheus")
+    spec = load_spec()
+    lenient = spec.models["churn"].model_copy(update={"availability_slo": 0.9})
+    spec = spec.model_copy(update={"models": {**spec.models, "churn": lenient}})
+    rules = tmp_path / "serving.yml"
+    rules.write_text(render_rules([EntryPoint("churn", (), cached=False),
+                                   EntryPoint("minilm", (), cached=False)], spec))
+    series = [{"series": f'nv_inference_request_{kind}{{job="triton",model="{model}"}}',
+               "values": f"0+{per_minute}x1500"}
+              for model in ("churn", "minilm")
+              for kind, per_minute in (("success", 540), ("failure", 60))]
+    cases = tmp_path / "burn_test.yml"
+    cases.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m",
+                                     "tests": [{"interval": "1m", "input_series": series,
+                                                "promql_expr_test": [{
+        "expr": 'count by (model, severity) (ALERTS{alertname="TritonModelErrorBudgetBurn",'
+                'alertstate="firing"})', "eval_time": "24h",
+        "exp_samples": [{"labels": '{model="minilm",severity="page"}', "value": 2},
+                        {"labels": '{model="minilm",severity="ticket"}', "value": 1}]}]}]}))
+    result = _run(promtool, "test", "rules", str(cases))
+    assert result.returncode == 0, result.stdout + result.stderr
+
 
 
 # -- Alertmanager ----------------------------------------------------------------------------

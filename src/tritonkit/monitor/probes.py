@@ -29,19 +29,10 @@ from tritonkit.features import (
 )
 from tritonkit.repository.entry_points import EntryPoint
 from tritonkit.repository.step_contract import PROBE_PARAMETER
-from tritonkit.spec import ModelSpec, Spec, TabularClassifier, TextEmbedding
+from tritonkit.spec import Spec, TabularClassifier, TextEmbedding
 
 ProbeBodies = Callable[[int], dict[str, Any]]
 _FRACTIONAL = tuple(name for name in NUMERIC_FEATURES if name not in INTEGER_FEATURES)
-
-
-def spec_model(entry: str, spec: Spec) -> tuple[str, ModelSpec] | None:
-    """The spec's model behind an entry point: its own name, or `<name>_<something>` (the
-    packed entry point `churn_packed` is churn's)."""
-    for name, model in spec.models.items():
-        if entry == name or entry.startswith(f"{name}_"):
-            return name, model
-    return None
 
 
 def _marked(inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,7 +79,7 @@ def probe_bodies(entry: EntryPoint, config: Mapping[str, Any], spec: Spec
                  ) -> ProbeBodies | None:
     """The probes of `entry` (served with `config`, Triton's JSON), or None when no model of
     the spec is behind it."""
-    found = spec_model(entry.name, spec)
+    found = spec.model_behind(entry.name)
     if found is None:
         return None
     name, model = found

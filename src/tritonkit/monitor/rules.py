@@ -13,6 +13,8 @@ What the series mean:
 - Server errors are Triton's failures minus the first step's refusals of the caller's mistakes
   (`step_contract.REFUSED_REQUESTS`, HTTP 400) minus failed probes: a client sending bad rows
   does not burn the error budget; its refusals have their own ticket.
+- The error budget of each entry point is 1 - the spec's `availability_slo` of the model
+  behind it (`tritonkit:error_budget:ratio`); the burn-rate alerts compare with it.
 - Latency quantiles are Triton's summaries; NaN (a model idle in the summary's window) is
   dropped, and a cached ensemble, which exports none on 2.51, gets the sum of its steps'. They
   are recorded only while clients send at least as many requests as the probes, so the probes
@@ -32,12 +34,13 @@ import yaml
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.entry_points import EntryPoint
 from tritonkit.repository.step_contract import REFUSED_REQUESTS
+from tritonkit.spec import Spec, load_spec
 
 PROBES = "tritonkit_monitor_probe_requests_total"
 #: The windows of the error ratio: 5m for the serving alert, the rest for the burn rates.
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d")
-#: SLO: this share of the clients' requests succeeds; the error budget is the rest.
-SLO = 0.995
+#: The SLO of an entry point no spec model makes (each model's is `availability_slo`).
+DEFAULT_SLO = 0.995
 #: (long window, short window, burn rate, severity): Google SRE workbook, "Alerting on SLOs".
 BURN_RATES = (("1h", "5m", 14.4, "page"), ("6h", "30m", 6.0, "page"),
               ("1d", "2h", 3.0, "ticket"))
@@ -68,10 +71,14 @@ def _selector(models: Sequence[str]) -> str:
     return f'model="{models[0]}"' if len(models) == 1 else f'model=~"{"|".join(models)}"'
 
 
-def _recordings(entry: EntryPoint) -> list[dict[str, Any]]:
+def _recordings(entry: EntryPoint, slo: float) -> list[dict[str, Any]]:
     name, m = entry.name, entry.failure_multiplicity
     me = f'model="{name}"'
-    rules: list[dict[str, Any]] = []
+    rules: list[dict[str, Any]] = [
+        # the spec's availability_slo of the model behind the entry point, as a series the
+        # burn-rate alerts compare with
+        {"record": "tritonkit:error_budget:ratio", "expr": f"vector({1 - slo:.6g})",
+         "labels": {"model": name}}]
     for w in WINDOWS:
         success = _or_zero(
             f"sum by (model) (rate(nv_inference_request_success{{{me}}}[{w}]))", name)
@@ -148,7 +155,6 @@ def _alert(name: str, expr: str, severity: str, summary: str, description: str, 
 
 
 def _alerts() -> list[dict[str, Any]]:
-    budget = 1 - SLO
     alerts = [
         _alert("TritonModelErrorRateHigh",
                f"tritonkit:request_error_ratio:rate5m > {ERROR_RATIO:g}", "critical",
@@ -231,15 +237,16 @@ def _alerts() -> list[dict[str, Any]]:
                "(out of memory, a crash in a python step)."),
     ]
     for long, short, rate, severity in BURN_RATES:
-        limit = f"({rate:g} * {budget:.3g})"
+        limit = f"on (model) ({rate:g} * tritonkit:error_budget:ratio)"
         alerts.append(_alert(
             "TritonModelErrorBudgetBurn",
             f"tritonkit:request_error_ratio:rate{long} > {limit}\n"
             f"and tritonkit:request_error_ratio:rate{short} > {limit}", severity,
             f"{{{{ $labels.model }}}} burns its error budget at {rate:g}x over {long}",
             f"{{{{ $value | humanizePercentage }}}} of the clients' requests to "
-            f"{{{{ $labels.model }}}} failed on the server's side over the last {long} (SLO "
-            f"{SLO:.1%} success), and the short window ({short}) confirms it is still failing.",
+            f"{{{{ $labels.model }}}} failed on the server's side over the last {long}, "
+            f"{rate:g} times its error budget (tritonkit:error_budget:ratio, from the spec's "
+            f"availability_slo), and the short window ({short}) confirms it is still failing.",
             "Grafana \"Triton serving\": errors by reason and the steps' logs; 500s or \"Stub "
             "process is not healthy\" are ours: reload the step or restart triton.",
             labels={"slo_window": long}))
@@ -258,16 +265,25 @@ def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _text)
 
 
-def rules(entries: Iterable[EntryPoint]) -> dict[str, Any]:
+def slo_of(entry: EntryPoint, spec: Spec) -> float:
+    """The availability SLO of the spec's model behind `entry` (DEFAULT_SLO for none)."""
+    found = spec.model_behind(entry.name)
+    return DEFAULT_SLO if found is None else found[1].availability_slo
+
+
+def rules(entries: Iterable[EntryPoint], spec: Spec | None = None) -> dict[str, Any]:
     """The rule file as data: one group, so each rule reads what the ones above it recorded at
     the same evaluation (groups are evaluated concurrently)."""
-    recorded = [rule for entry in entries for rule in _recordings(entry)]
+    spec = spec or load_spec()
+    recorded = [rule for entry in entries for rule in _recordings(entry, slo_of(entry, spec))]
     return {"groups": [{"name": "tritonkit-serving",
                         "rules": [*recorded, *_ratio_rules(), *_alerts()]}]}
 
 
-def render_rules(entries: Iterable[EntryPoint]) -> str:
-    return HEADER + yaml.dump(rules(entries), Dumper=_Dumper, sort_keys=False, width=100)
+def render_rules(entries: Iterable[EntryPoint], spec: Spec | None = None) -> str:
+    """The rule file of `entries`, each entry point's error budget from `spec` (default: the
+    project's configs/models.yaml)."""
+    return HEADER + yaml.dump(rules(entries, spec), Dumper=_Dumper, sort_keys=False, width=100)
 
 
 PRODUCTION_RULES = PROJECT_ROOT / "monitoring" / "prometheus" / "rules" / "serving.yml"
@@ -278,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     repository (default: production's, which docker compose serves) into a file."""
     from tritonkit.repository.entry_points import repository_entry_points
     from tritonkit.repository.layout import repository_path
-    from tritonkit.spec import load_spec
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--repository", type=Path,
