@@ -5,10 +5,10 @@ under `wrk` on one machine, interleaved: every server stays up and each round me
 them at concurrency 1 and 64, so that load from others on the machine falls on all alike.
 
 Per round it computes the goals' figures (gateway / naive and gateway / Triton at c=64, the
-gateway's p99 at c=64, the p50 it adds at c=1) and reports their median and spread over the rounds, with each server's
-CPU per request (Triton's stubs included) and the load average. Also measured: a Triton
-response-cache hit against a miss (through the gateway and direct), and the time from Triton's
-death (SIGKILL) to the gateway's first fallback answer::
+gateway's p99 at c=64, the p50 it adds at c=1) and reports their median and spread over the
+rounds, with each server's CPU per request (Triton's stubs included) and the load average.
+Also measured: a Triton response-cache hit against a miss (through the gateway and direct), and
+the time from Triton's death (SIGKILL) to the gateway's first fallback answer::
 
     python bench/gateway.py --duration-s 10 --rounds 3        # make bench-gateway
 """
