@@ -683,11 +683,17 @@ def test_serve_cli_runs_sidecar_prometheus_alertmanager_and_gateway_beside_trito
         # Out of the box the receivers deliver to the sidecar's inbox: Prometheus' Watchdog
         # reaches it through Alertmanager's dead-man route (its first evaluation: <= 15 s).
         assert f"delivered alerts  {sidecar}/alerts/inbox" in banner
-        deadline = time.monotonic() + 60
+        started, deadline = time.monotonic(), time.monotonic() + 90
+        prometheus_alerts = f"http://127.0.0.1:{ports['prometheus']}/api/v1/alerts"
+        alertmanager_alerts = f"http://127.0.0.1:{ports['alertmanager']}/api/v2/alerts"
         while not (watchdog := [n for n in json.loads(_get(f"{sidecar}/alerts/inbox")[1])[
                 "notifications"] if n["receiver"] == "deadman"]):
-            assert time.monotonic() < deadline, "no Watchdog delivered to the sidecar's inbox"
+            assert time.monotonic() < deadline, (
+                "no Watchdog delivered to the sidecar's inbox; Prometheus has "
+                f"{_get(prometheus_alerts)[1]!r}, Alertmanager {_get(alertmanager_alerts)[1]!r}")
             time.sleep(1)
+        print(f"Watchdog in the inbox {time.monotonic() - started:.0f} s after Prometheus' "
+              "targets were up")
         assert watchdog[0]["alerts"][0]["labels"]["alertname"] == "Watchdog"
         _, metrics = _get(f"{sidecar}/metrics")
         assert re.search(r'tritonkit_monitor_notifications_received_total\{receiver="deadman",'

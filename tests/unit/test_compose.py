@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.serve.secrets import FILES
+from tritonkit.serve.secrets import secret_files
 
 from ..support import require_tool
 
@@ -81,8 +82,10 @@ def test_compose_keeps_triton_on_an_internal_network_with_its_clients_alone() ->
 
 def test_compose_secrets_are_the_files_production_secrets_writes() -> None:
     secrets = _raw()["secrets"]
+    folder = Path("${SECRETS_DIR:-./.secrets}")
     assert {name: spec["file"] for name, spec in secrets.items()} == {
-        name: f"${{SECRETS_DIR:-./.secrets}}/{path}" for name, path in FILES.items()}
+        name: str(path) for name, path in secret_files(folder).items()}
+    assert {"alert_deadman_url", "alert_pager_url"} <= set(secrets)  # the receivers' URLs too
     resolved = _resolved(SECRETS_DIR="/srv/secrets")["secrets"]
     assert resolved["triton_admin_key"]["file"] == "/srv/secrets/triton-admin-key"
 

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from step_errors import answer_isolating, describe, error, is_probe, log_error
+from step_errors import answer_probes_apart, describe, error, log_error
 
 try:  # the drift publisher and its files are beside the step when the spec turns metrics on
     from drift_publisher import DriftPublisher
@@ -58,19 +58,8 @@ class TritonPythonModel:
             except Exception as exc:  # a missing input or a tensor the stub cannot convert
                 responses[i] = pb_utils.InferenceResponse(
                     error=error(f"could not read the input {INPUT!r}: {describe(exc)}"))
-        if self.counting and any(is_probe(requests[i]) for i, _ in good):
-            # health probes in a pass of their own, counted nowhere
-            self._answer_all([item for item in good if not is_probe(requests[item[0]])],
-                             responses)
-            self.counting = False
-            good = [item for item in good if is_probe(requests[item[0]])]
-        self._answer_all(good, responses)
+        answer_probes_apart(self, good, requests, responses)
         return responses
-
-    def _answer_all(self, good, responses):
-        if good:
-            answer_isolating(good, responses, self._answer,
-                             lambda item, exc, responses: self._fail(item[0], exc, responses))
 
     def _answer(self, good, responses):
         probability = good[0][1] if len(good) == 1 else np.concatenate([p for _, p in good])

@@ -6,6 +6,7 @@ The repository builder copies this file beside each step's `model.py` (the steps
     pb_utils.InferenceResponse(error=error("tenure: NaN at row(s) 0"))           # HTTP 400
     pb_utils.InferenceResponse(error=error(f"failed: {describe(exc)}", "INTERNAL"))  # HTTP 500
     answer_isolating(good, responses, self._answer, self._fail)   # one failure is its own
+    answer_probes_apart(self, good, requests, responses)  # the same, probes counted nowhere
     probes = [is_probe(r) for r in requests]        # health probes: no drift counts
     self.refusals.count(responses)                  # the 400s, by this step's name
 """
@@ -53,6 +54,25 @@ def answer_isolating(good, responses, answer, fail):
                 answer([item], responses)
             except Exception as alone:
                 fail(item, alone, responses)
+
+
+def answer_probes_apart(step, good, requests, responses):
+    """Answer `good` ((request index, inputs) pairs) with `step._answer(items, responses)`, one
+    failing request isolated (`step._fail(index, exc, responses)`). While the step counts drift
+    (`step.counting`) and health probes are among them, the clients' requests go first and the
+    probes after, in a pass with `step.counting` off: their rows are counted nowhere."""
+    if step.counting and any(is_probe(requests[i]) for i, _ in good):
+        _answer_all(step, [item for item in good if not is_probe(requests[item[0]])],
+                    responses)
+        step.counting = False
+        good = [item for item in good if is_probe(requests[item[0]])]
+    _answer_all(step, good, responses)
+
+
+def _answer_all(step, good, responses):
+    if good:
+        answer_isolating(good, responses, step._answer,
+                         lambda item, exc, responses: step._fail(item[0], exc, responses))
 
 
 def is_probe(request):
