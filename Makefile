@@ -15,6 +15,8 @@ PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 # The serve CLI of `make up` writes its PID here; `make down` stops that process and only it.
 PID_FILE ?= .cache/serve.pid
+# Tritonservers behind the gateway (`make up REPLICAS=3`): replica i on the ports + 100 x i.
+REPLICAS ?= 1
 # The image of the production stack (docker-compose.yml reads TRITON_IMAGE too).
 TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
 BENCH_DURATION_S ?= 10
@@ -27,7 +29,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up down test test-tools test-unit test-integration lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up restart down test test-tools test-unit test-integration k8s-check lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,7 +55,7 @@ system-deps: ## Debian packages that make serving faster and benchmarks possible
 build-engines: $(STAMP) ## build every model's variants, gate them, render both repositories and the model cards (incremental)
 	$(PY) -m tritonkit.cli build
 
-up: $(STAMP) system-deps build-engines ## serve every ensemble (churn, minilm) and the monitoring stack (sidecar, Prometheus, Alertmanager, gateway), foreground
+up: $(STAMP) system-deps build-engines ## serve every ensemble (churn, minilm) and the monitoring stack (sidecar, Prometheus, Alertmanager, gateway), foreground; REPLICAS=n runs n tritonservers behind the gateway
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
 		{ apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager; } \
 		>/dev/null 2>&1 || echo "note: could not apt-get install prometheus" \
@@ -62,7 +64,10 @@ up: $(STAMP) system-deps build-engines ## serve every ensemble (churn, minilm) a
 	$(PY) -m tritonkit.serve.cli --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 		--metrics-port $(METRICS_PORT) --pid-file $(PID_FILE) --monitor-port $(MONITOR_PORT) \
 		--prometheus-port $(PROMETHEUS_PORT) --alertmanager-port $(ALERTMANAGER_PORT) \
-		--gateway-port $(GATEWAY_PORT)
+		--gateway-port $(GATEWAY_PORT) --replicas $(REPLICAS)
+
+restart: ## restart `make up`'s Triton replicas one by one, each drained at the gateway first (REPLICAS > 1 loses no request)
+	$(PY) -m tritonkit.serve.cli --rolling-restart --pid-file $(PID_FILE)
 
 down: ## stop the server that `make up` started, and no other (the PID in PID_FILE)
 	@if [ -e $(PID_FILE) ]; then $(PY) -m tritonkit.serve.cli --stop --pid-file $(PID_FILE); \
@@ -90,6 +95,9 @@ test-unit: $(STAMP) test-tools ## tests that start no server (builds the artefac
 
 test-integration: $(STAMP) test-tools system-deps ## tests against real tritonserver processes on free ports
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+k8s-check: $(STAMP) test-tools ## render every overlay with kustomize, validate strictly against two Kubernetes versions, check the policy
+	$(PY) -m tritonkit.scaling.manifests
 
 bench: $(STAMP) system-deps build-engines ## the suite: churn vs naive vs the no-op ceiling, per protocol, batching, instances, cache, open loop, overload; table + plot in bench/results/ (~15 min)
 	$(PY) bench/suite.py --duration-s $(BENCH_DURATION_S)

@@ -11,7 +11,14 @@ they are ready (~1.5 s here), failing no request. Where Triton runs with an admi
     repository = TritonRepository("http://127.0.0.1:8000", admin_key=key)
     repository.served()               # ("churn", "churn_fused", ...): the READY models
     repository.reload("churn_fused")  # raises ReloadError, saying why
+    repository.versions("churn_packed")                  # {"1": "READY", "2": "UNAVAILABLE"}
+    repository.load_versions("churn_packed", ["1", "2"])  # serve exactly these versions
     repository.close()
+
+Versions side by side: the load with the served config whose `version_policy` names them
+(`specific`) loads the new ones and swaps the others for fresh instances once they are ready,
+failing no request (tests/integration/test_rollout.py). A version folder that is not named
+stays on disk unloaded; a server that restarts applies its config.pbtxt's policy again.
 """
 
 from __future__ import annotations
@@ -60,6 +67,26 @@ class TritonRepository:
         config.setdefault("parameters", {})["tritonkit_reloaded_at"] = {
             "string_value": f"{time.time():.3f}"}
         self._call("POST", f"/v2/repository/models/{model}/load", f"reloading {model}",
+                   json={"parameters": {"config": json.dumps(config)}},
+                   timeout=self._load_timeout_s)
+
+    def versions(self, model: str) -> dict[str, str]:
+        """Each version of `model` in the repository index, with its state (READY, ...)."""
+        response = self._call("POST", "/v2/repository/index", "listing the models", json={})
+        return {str(item.get("version", "")): str(item.get("state", ""))
+                for item in response.json() if item["name"] == model}
+
+    def load_versions(self, model: str, versions: list[str]) -> None:
+        """Serve exactly `versions` of `model` (its served config with a `specific` version
+        policy), returning once Triton has loaded them."""
+        if not versions:
+            raise ReloadError(f"loading {model}: name at least one version to serve")
+        config = self.config(model)
+        config["version_policy"] = {"specific": {"versions": sorted(int(v) for v in versions)}}
+        config.setdefault("parameters", {})["tritonkit_reloaded_at"] = {
+            "string_value": f"{time.time():.3f}"}
+        self._call("POST", f"/v2/repository/models/{model}/load",
+                   f"loading versions {', '.join(versions)} of {model}",
                    json={"parameters": {"config": json.dumps(config)}},
                    timeout=self._load_timeout_s)
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +35,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.repository import ReloadError, TritonRepository
+from tritonkit.client.repository import TritonRepository
+from tritonkit.gateway.admin import admin_router, as_response, json_response
 from tritonkit.gateway.auth import KEY_HEADER, ApiKeyMiddleware, KeyStore
 from tritonkit.gateway.batcher import Coalescer
 from tritonkit.gateway.breaker import CircuitBreaker
@@ -44,18 +47,20 @@ from tritonkit.gateway.predict import (
     PREDICT_PATHS,
     PredictEndpoint,
     Problem400,
-    Reply,
     TooLarge,
     crashed_reply,
     error_reply,
+    pin_version,
     predict_batch_reply,
     predict_reply,
     receive_body,
     refused,
 )
 from tritonkit.gateway.ratelimit import RateLimitMiddleware, RateLimits
+from tritonkit.gateway.replicas import parse_urls
 from tritonkit.gateway.settings import GatewayConfigError, GatewaySettings, production_problems
 from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
+from tritonkit.gateway.versions import RolloutError, VersionRouter, VersionStats
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +107,13 @@ class Gateway:
                                  on_reject=lambda scope: rejections.labels(scope).inc(),
                                  on_store_error=self.metrics.ratelimit_store_errors.inc)
         self.upstream: TritonUpstream | None = None
-        self.coalescer: Coalescer | None = None
+        #: one coalescer per model version (a Triton request names one version)
+        self.coalescers: dict[str | None, Coalescer] = {}
+        self.router = VersionRouter()
+        self.version_stats = VersionStats()
+        self.metrics.registry.register(self.version_stats)
+        self._rollout_file_mtime: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.probe_row: dict[str, Any] = {
             **{f.name: float(max(f.minimum, round(f.mean))) for f in self.schema.numeric},
             **{c.name: c.categories[0] for c in self.schema.categorical},
@@ -111,21 +122,32 @@ class Gateway:
         self._ready: tuple[float, bool, str] | None = None
         self._ready_lock = asyncio.Lock()
         self._metrics_server: Any = None
-        self.repository: TritonRepository | None = None  # the admin reload's
+        #: one per replica: the admin reload's and the version loads' (None without an HTTP
+        #: address for Triton's repository API)
+        self.repositories: list[TritonRepository] | None = None
         #: the port /metrics answers on when `settings.metrics_port` is set (0: picked at start)
         self.metrics_port: int | None = None
 
     # -- lifecycle (inside the event loop: the asyncio clients bind to it) ---------------------
     async def start(self) -> None:
         s = self.settings
-        self.upstream = TritonUpstream(s.triton_url, s.protocol, timeout_s=s.triton_timeout_s,
-                                       breaker=self.breaker)
+        self.upstream = TritonUpstream(
+            s.triton_url, s.protocol, timeout_s=s.triton_timeout_s, breaker=self.breaker,
+            eject_failures=s.replica_eject_failures,
+            health_interval_s=s.replica_health_interval_s, probe_row=self.probe_row,
+            on_replica_change=self.metrics.on_replica_change,
+            on_retry=lambda exc: self.metrics.triton_retries.labels(exc.kind).inc())
+        for replica in self.upstream.replicas.replicas:
+            self.metrics.on_replica_change(replica)
+        self.upstream.start()
         if s.coalesce:
-            coalescer = self.coalescer = Coalescer(
-                self._infer_counted, max_rows=s.coalesce_max_rows,
-                max_wait_s=s.coalesce_max_wait_s, max_in_flight=s.coalesce_max_in_flight,
-                max_pending_rows=s.coalesce_max_pending_rows)
-            self.metrics.pending_rows.set_function(lambda: coalescer.pending_rows)
+            coalescers = self.coalescers
+            self.metrics.pending_rows.set_function(
+                lambda: sum(c.pending_rows for c in list(coalescers.values())))
+        if s.rollout_file is not None:
+            self._read_rollout_file(s.rollout_file)
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._watch_rollout_file(s.rollout_file)))
         smallest = min(self.limits.per_key.amount, self.limits.overall.amount)
         if smallest < s.max_batch:
             logger.warning("batches of more than %d customers will always be refused (429): "
@@ -140,8 +162,14 @@ class Gateway:
             except OSError as exc:
                 raise GatewayConfigError(f"cannot read Triton's admin key file "
                                          f"{s.triton_admin_key_file}: {exc.strerror}") from exc
-            self.repository = TritonRepository(f"http://{admin_url.removeprefix('http://')}",
-                                               admin_key=key)
+            urls = parse_urls(admin_url)
+            if len(urls) != len(self.upstream.replicas):
+                raise GatewayConfigError(
+                    f"--triton-admin-url names {len(urls)} address(es) for "
+                    f"{len(self.upstream.replicas)} Triton replica(s): one per replica, in "
+                    "the order of --triton-url")
+            self.repositories = [TritonRepository(f"http://{url.removeprefix('http://')}",
+                                                  admin_key=key) for url in urls]
         if s.metrics_port is not None:
             # prometheus_client's own threaded server: /metrics off the public port
             self._metrics_server, _ = start_http_server(s.metrics_port, s.host,
@@ -152,32 +180,56 @@ class Gateway:
                     self.fallback.version if self.fallback else "off", len(self.keys))
 
     async def stop(self) -> None:
-        if self.coalescer is not None:
-            await self.coalescer.drain()
+        for task in self._tasks:
+            task.cancel()
+        for coalescer in self.coalescers.values():
+            await coalescer.drain()
         if self.upstream is not None:
             await self.upstream.close()
-        if self.repository is not None:
-            self.repository.close()
+        for repository in self.repositories or ():
+            repository.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
 
     # -- answering ----------------------------------------------------------------------------
-    async def _infer_counted(self, rows: Sequence[dict[str, Any]]) -> list[Answer]:
+    async def _infer_counted(self, rows: Sequence[dict[str, Any]], version: str | None = None
+                             ) -> list[Answer]:
         assert self.upstream is not None
         self.metrics.triton_rows.observe(len(rows))
+        started = time.perf_counter()
         try:
-            answers = await self.upstream.infer(rows)
+            answers = await self.upstream.infer(rows, version)
         except UpstreamError as exc:
             self.metrics.triton_requests.labels(exc.kind).inc()
+            self.version_stats.record(version, exc.kind, time.perf_counter() - started,
+                                      len(rows))
             raise
         self._triton_ok.inc()
+        self.version_stats.record(version, "ok", time.perf_counter() - started, len(rows),
+                                  answers)
         return answers
 
-    async def answer(self, rows: list[dict[str, Any]], *, coalesce: bool
-                     ) -> tuple[list[Answer], bool]:
-        """(answers, degraded): from Triton, or from the fallback while Triton cannot.
+    def _coalescer(self, version: str | None) -> Coalescer:
+        coalescer = self.coalescers.get(version)
+        if coalescer is None:
+            s = self.settings
+            replicas = len(self.upstream.replicas) if self.upstream is not None else 1
+            coalescer = self.coalescers[version] = Coalescer(
+                functools.partial(self._infer_counted, version=version),
+                max_rows=s.coalesce_max_rows, max_wait_s=s.coalesce_max_wait_s,
+                max_in_flight=s.coalesce_max_in_flight * replicas,
+                max_pending_rows=s.coalesce_max_pending_rows)
+        return coalescer
+
+    async def answer(self, rows: list[dict[str, Any]], *, coalesce: bool,
+                     customer_ids: Sequence[str] = (), version: str | None = None
+                     ) -> tuple[list[Answer], list[bool]]:
+        """(answers, degraded per row): from Triton, or from the fallback while Triton cannot.
+        Each customer goes to the version the router gives its id (`version`: the one an
+        admin pinned); a batch whose customers fall to several versions is one Triton request
+        per version.
 
         Raises:
             Problem400: Triton refused the input (cannot happen for validated rows, but Triton
@@ -185,10 +237,31 @@ class Gateway:
             UpstreamError: Triton failed and there is no fallback.
             QueueFull: the coalescer holds its bound of customers already.
         """
+        if version is not None or not self.router.weights:
+            return await self._answer_version(rows, version, coalesce)
+        groups: dict[str | None, list[int]] = {}
+        for i, customer_id in enumerate(customer_ids):
+            groups.setdefault(self.router.version_for(customer_id), []).append(i)
+        if len(groups) == 1:
+            return await self._answer_version(rows, next(iter(groups)), coalesce)
+        parts = await asyncio.gather(*(self._answer_version([rows[i] for i in members], v,
+                                                            coalesce)
+                                       for v, members in groups.items()))
+        answers: list[Answer | None] = [None] * len(rows)
+        degraded = [False] * len(rows)
+        for members, (got, flags) in zip(groups.values(), parts, strict=True):
+            for i, answer, flag in zip(members, got, flags, strict=True):
+                answers[i], degraded[i] = answer, flag
+        return [a for a in answers if a is not None], degraded
+
+    async def _answer_version(self, rows: list[dict[str, Any]], version: str | None,
+                              coalesce: bool) -> tuple[list[Answer], list[bool]]:
         try:
-            if coalesce and self.coalescer is not None:
-                return await self.coalescer.submit(rows), False
-            return await self._infer_counted(rows), False
+            if coalesce and self.settings.coalesce:
+                answers = await self._coalescer(version).submit(rows)
+            else:
+                answers = await self._infer_counted(rows, version)
+            return answers, [False] * len(rows)
         except UpstreamError as exc:
             if exc.kind == "bad_request":
                 raise Problem400([{"field": "features", "message": exc.message}],
@@ -196,8 +269,49 @@ class Gateway:
             if self.fallback is None:
                 raise
             self.metrics.fallback_answers.labels(exc.kind).inc(len(rows))
-            version = self.fallback.version
-            return [(p, risk, version) for p, risk in self.fallback.predict(rows)], True
+            fallback = self.fallback.version
+            return ([(p, risk, fallback) for p, risk in self.fallback.predict(rows)],
+                    [True] * len(rows))
+
+    # -- rollout weights ------------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, float], stable: str | None = None) -> None:
+        """Route customers to versions by these weights (percent; {} for Triton's choice).
+
+        Raises:
+            RolloutError: weights the router cannot take (nothing changes).
+        """
+        self.router.set(weights, stable)
+        if self.upstream is not None:
+            self.upstream.stable = self.router.stable
+            self.upstream.replicas.check_version = self.router.stable
+        self.metrics.set_weights(self.router.weights)
+        logger.info("rollout weights %s (stable %s)", self.router.weights or "none: Triton's "
+                    "version policy", self.router.stable)
+
+    def log_rollback(self, version: str, reason: str) -> None:
+        logger.error("rollout of version %s rolled back, every customer on version %s: %s",
+                     version, self.router.stable, reason or "no reason given")
+
+    def _read_rollout_file(self, path: Path) -> None:
+        """Apply the weights in `path` when it changed: JSON {"weights": {...}, "stable": v}."""
+        try:
+            mtime = path.stat().st_mtime
+            if mtime == self._rollout_file_mtime:
+                return
+            self._rollout_file_mtime = mtime
+            data = orjson.loads(path.read_bytes() or b"{}")
+            self.set_weights(dict(data.get("weights") or {}), data.get("stable"))
+        except FileNotFoundError:
+            return  # no file: the weights stay as they are
+        except (OSError, ValueError, AttributeError, RolloutError) as exc:
+            self.metrics.rollout_file_errors.inc()
+            logger.error("rollout file %s not applied, the weights stay %s: %s", path,
+                         self.router.weights, exc)
+
+    async def _watch_rollout_file(self, path: Path) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._read_rollout_file(path)
 
     async def ready(self) -> tuple[bool, str]:
         """A real inference through Triton, reused for `ready_cache_s`."""
@@ -206,18 +320,13 @@ class Gateway:
             if self._ready is not None and now - self._ready[0] < self.settings.ready_cache_s:
                 return self._ready[1], self._ready[2]
             assert self.upstream is not None
-            ok, detail = await self.upstream.probe(self.probe_row)
+            ok, detail = await self.upstream.probe(self.probe_row, self.router.stable)
             self._ready = (time.monotonic(), ok, detail)
             return ok, detail
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type=_JSON, headers=headers)
-
-
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, media_type=_JSON,
-                    headers=dict(reply.headers))
+_json = json_response
+_response = as_response
 
 
 class GatewayAPI(FastAPI):
@@ -278,13 +387,20 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
     )
     app.state.gateway = gateway
 
+    class _Keys:
+        keys = gateway.keys
+
+    store = _Keys()
+    app.include_router(admin_router(gateway, store))
+
     @app.post("/predict", response_model=None, openapi_extra=_request_body(models.predict),
               responses={200: {"model": Prediction}, **_ERRORS},
               summary="Score one customer")
     async def predict(request: Request) -> Response:
         raw = await receive_body(request.scope, request.receive, settings.max_body_bytes)
         state = request.scope.setdefault("state", {})
-        return _response(await predict_reply(gateway, raw, state))
+        pinned = pin_version(request.scope, state)
+        return _response(pinned or await predict_reply(gateway, raw, state))
 
     @app.post("/predict/batch", response_model=None,
               openapi_extra=_request_body(models.batch),
@@ -293,7 +409,8 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
     async def predict_batch(request: Request) -> Response:
         raw = await receive_body(request.scope, request.receive, settings.max_body_bytes)
         state = request.scope.setdefault("state", {})
-        return _response(await predict_batch_reply(gateway, raw, state))
+        pinned = pin_version(request.scope, state)
+        return _response(pinned or await predict_batch_reply(gateway, raw, state))
 
     @app.get("/healthz", summary="Liveness: the gateway process answers")
     async def healthz() -> dict[str, str]:
@@ -311,40 +428,6 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
         @app.get("/metrics", summary="Prometheus metrics of the gateway")
         async def metrics() -> Response:
             return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
-
-    @app.post("/admin/keys/reload", summary="Re-read the key store (admin key)",
-              openapi_extra={"security": [{"ApiKey": []}]})
-    async def reload_keys() -> dict[str, int]:
-        store.keys = KeyStore.load(settings.key_store)
-        return {"keys": len(store.keys)}
-
-    @app.post("/admin/breaker/reset", summary="Close the breaker now (admin key)",
-              openapi_extra={"security": [{"ApiKey": []}]})
-    async def reset_breaker() -> dict[str, str]:
-        gateway.breaker.reset()
-        return {"breaker": gateway.breaker.state.name.lower()}
-
-    @app.post("/admin/models/{name}/load",
-              summary="Reload a model Triton serves with fresh instances (admin key)",
-              openapi_extra={"security": [{"ApiKey": []}]})
-    async def load_model(name: str) -> Response:
-        """The cure for a dead python stub: the model's served config plus one parameter,
-        loaded with Triton's admin key (tritonkit.client.repository)."""
-        repository = gateway.repository
-        if repository is None:
-            return _response(error_reply(
-                503, "unavailable", "no Triton HTTP address for the repository API: start the "
-                "gateway with --triton-admin-url (or --protocol http)"))
-        try:
-            served = await asyncio.to_thread(repository.served)
-            if name not in served:
-                return _response(error_reply(
-                    404, "not_found", f"Triton serves no model {name!r}",
-                    [{"field": "name", "message": f"expected one of {', '.join(served)}"}]))
-            await asyncio.to_thread(repository.reload, name)
-        except ReloadError as exc:
-            return _response(error_reply(502, "upstream_error", str(exc)))
-        return _json(200, {"loaded": name})
 
     @app.exception_handler(ValidationError)
     async def invalid(request: Request, exc: ValidationError) -> Response:
@@ -386,11 +469,6 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-    class _Keys:
-        keys = gateway.keys
-
-    store = _Keys()
 
     limits = gateway.limits
     app.add_middleware(RateLimitMiddleware, limits=limits)

@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 _ENV = "TRITONKIT_GATEWAY_"
 #: One line of help per setting (the dataclass's field comments, kept here for --help).
 _HELP = {
-    "triton_url": "host:port of Triton: its gRPC port for grpc, HTTP port for http",
+    "triton_url": "host:port of Triton: its gRPC port for grpc, HTTP port for http; several "
+                  "replicas comma-separated (least outstanding requests first, a failed one "
+                  "ejected, a call it did not run retried on another)",
     "protocol": "protocol to Triton: grpc or http (http costs the gateway less CPU per call)",
     "host": "address to bind",
     "port": "port to listen on",
@@ -58,7 +60,8 @@ _HELP = {
     "rate_limit_storage": "rate-limit counters: memory:// (per replica) or "
                           "async+redis://host:6379 (shared by replicas)",
     "rate_limit_fail_open": "serve when the rate-limit store is unreachable (false: 503)",
-    "triton_admin_url": "Triton's HTTP host:port for /admin/models/<name>/load (default: "
+    "triton_admin_url": "Triton's HTTP host:port for /admin/models/<name>/load and the version "
+                        "loads, one per replica in --triton-url's order (default: "
                         "--triton-url when --protocol is http)",
     "triton_admin_key_file": "file with the key of Triton's restricted APIs, which the admin "
                              "reload sends",
@@ -71,6 +74,11 @@ _HELP = {
                                  "/predict beyond gets 503 with Retry-After",
     "max_batch": "most customers in one /predict/batch request",
     "max_body_bytes": "largest request body, bytes (413 beyond)",
+    "replica_eject_failures": "consecutive calls a replica cannot take (or 500s another "
+                              "replica answers, or failed readiness checks) that eject it",
+    "replica_health_interval_s": "seconds between health checks of each replica",
+    "rollout_file": "JSON file with the rollout's weights ({\"weights\": {\"1\": 95, \"2\": "
+                    "5}, \"stable\": \"1\"}), re-read when it changes",
     "breaker_failures": "consecutive Triton failures that open the circuit breaker",
     "breaker_reset_s": "cool-down of an open breaker before one probe, seconds",
     "fallback": "answer with the fallback model while Triton cannot (false: 503)",
@@ -97,7 +105,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             kind = _bool
         elif isinstance(default, (int, float)):
             kind = type(default)
-        elif field.name in ("tls_cert", "tls_key", "keys_file", "triton_admin_key_file"):
+        elif field.name in ("tls_cert", "tls_key", "keys_file", "triton_admin_key_file",
+                            "rollout_file"):
             kind = Path
         elif field.name == "metrics_port":
             kind = int

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from tritonkit.gateway.breaker import BreakerState
+from tritonkit.gateway.replicas import Replica
 
 #: Routes counted under their own name; anything else is "other" (bounded label values).
 ROUTES = ("/predict", "/predict/batch", "/healthz", "/readyz", "/metrics")
@@ -69,7 +70,35 @@ class GatewayMetrics:
         self.triton_rows = Histogram(
             "gateway_triton_request_rows", "Customers per Triton request (coalescing at work)",
             buckets=_ROWS_BUCKETS, registry=r)
+        self.triton_retries = Counter(
+            "gateway_triton_retries", "Triton calls sent again to another replica, by the "
+            "first replica's failure", ["kind"], registry=r)
+        self.replica_state = Gauge(
+            "gateway_replica_state", "Each Triton replica: 0 in rotation, 1 draining, 2 "
+            "ejected", ["replica"], registry=r)
+        self.replica_ejections = Counter(
+            "gateway_replica_ejections", "Times a Triton replica was taken out of rotation "
+            "(ejected or drained)", ["replica"], registry=r)
+        self.version_weight = Gauge(
+            "gateway_version_weight", "Percent of customers routed to each model version (no "
+            "series: Triton's version policy picks)", ["version"], registry=r)
+        self.rollout_file_errors = Counter(
+            "gateway_rollout_file_errors", "Rollout files that could not be applied (the "
+            "weights stayed)", registry=r)
+        self.rollbacks = Counter(
+            "gateway_rollout_rollbacks", "Rollouts rolled back (their version's weight set to "
+            "0 after a failed gate), by version", ["version"], registry=r)
         self.breaker_state.set(0)
+
+    def on_replica_change(self, replica: Replica) -> None:
+        self.replica_state.labels(replica.url).set(int(replica.state))
+        if replica.state:
+            self.replica_ejections.labels(replica.url).inc()
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        self.version_weight.clear()
+        for version, weight in weights.items():
+            self.version_weight.labels(version).set(weight)
 
     def on_breaker_change(self, state: BreakerState) -> None:
         self.breaker_state.set(int(state))

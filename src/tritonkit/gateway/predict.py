@@ -29,6 +29,7 @@ from tritonkit.gateway.batcher import QueueFull
 from tritonkit.gateway.models import customer_row, problems
 from tritonkit.gateway.ratelimit import Refusal
 from tritonkit.gateway.upstream import Answer, UpstreamError
+from tritonkit.gateway.versions import RolloutError, check_version
 
 if TYPE_CHECKING:
     from tritonkit.gateway.app import Gateway
@@ -37,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 PREDICT_PATHS = ("/predict", "/predict/batch")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: An admin's request may name the model version that answers it (a rollout's checks, a
+#: comparison by hand); a caller's key may not (its customers' version is the router's).
+VERSION_HEADER = "X-Model-Version"
+_VERSION_HEADER_LOWER = VERSION_HEADER.lower().encode()
 
 
 class Problem400(Exception):
@@ -107,6 +112,25 @@ def refusal_reply(refusal: Refusal) -> Reply:
     return error_reply(refusal.status, refusal.error, refusal.message, headers=headers)
 
 
+def pin_version(scope: Any, state: dict[str, Any]) -> Reply | None:
+    """Put the version an admin pinned (`X-Model-Version`) in `state["pinned_version"]`; the
+    refusal when a caller's key pins one (403) or the header names no version (400)."""
+    for name, value in scope["headers"]:
+        if name == _VERSION_HEADER_LOWER:
+            owner = state.get("api_key")
+            if owner is None or owner.role != "admin":
+                return error_reply(403, "forbidden", f"only an admin key may pin a model "
+                                   f"version with {VERSION_HEADER}")
+            text = value.decode("latin-1").strip()
+            try:
+                state["pinned_version"] = check_version(text)
+            except RolloutError as exc:
+                return error_reply(400, "invalid_request", str(exc),
+                                   [{"field": VERSION_HEADER, "message": str(exc)}])
+            return None
+    return None
+
+
 def _prediction(customer_id: str, answer: Answer, degraded: bool) -> dict[str, Any]:
     probability, risk, version = answer
     return {"customer_id": customer_id, "churn_probability": probability, "risk_level": risk,
@@ -118,7 +142,9 @@ async def predict_reply(gateway: Gateway, raw: bytes, state: dict[str, Any]) -> 
     `state["model_version"]` for the metrics."""
     try:
         parsed: Any = gateway.models.predict.model_validate_json(raw)
-        answers, degraded = await gateway.answer([customer_row(parsed)], coalesce=True)
+        answers, degraded = await gateway.answer(
+            [customer_row(parsed)], coalesce=True, customer_ids=(parsed.customer_id,),
+            version=state.get("pinned_version"))
     except (ValidationError, Problem400) as exc:
         return refused(exc)
     except UpstreamError as exc:
@@ -126,7 +152,7 @@ async def predict_reply(gateway: Gateway, raw: bytes, state: dict[str, Any]) -> 
     except QueueFull as exc:
         return queue_full_reply(gateway, exc)
     state["model_version"] = answers[0][2]
-    return Reply(200, orjson.dumps(_prediction(parsed.customer_id, answers[0], degraded)))
+    return Reply(200, orjson.dumps(_prediction(parsed.customer_id, answers[0], degraded[0])))
 
 
 async def predict_batch_reply(gateway: Gateway, raw: bytes, state: dict[str, Any]) -> Reply:
@@ -140,15 +166,17 @@ async def predict_batch_reply(gateway: Gateway, raw: bytes, state: dict[str, Any
             refusal = await gateway.limits.admit(owner.name, len(rows) - 1, paid=1)
             if refusal is not None:
                 return refusal_reply(refusal)
-        answers, degraded = await gateway.answer(rows, coalesce=False)
+        answers, degraded = await gateway.answer(
+            rows, coalesce=False, customer_ids=[item.customer_id for item in parsed.customers],
+            version=state.get("pinned_version"))
     except (ValidationError, Problem400) as exc:
         return refused(exc)
     except UpstreamError as exc:
         return failure_reply(gateway, exc)
     state["model_version"] = answers[0][2]
     return Reply(200, orjson.dumps({"predictions": [
-        _prediction(item.customer_id, answer, degraded)
-        for item, answer in zip(parsed.customers, answers, strict=True)]}))
+        _prediction(item.customer_id, answer, flag)
+        for item, answer, flag in zip(parsed.customers, answers, degraded, strict=True)]}))
 
 
 def check_length(declared: bytes | str | None, limit: int) -> None:
@@ -234,7 +262,10 @@ class PredictEndpoint:
         state = scope.setdefault("state", {})
         try:
             raw = await receive_body(scope, receive, self.limit)
-            if scope["path"] == "/predict":
+            pinned = pin_version(scope, state)
+            if pinned is not None:
+                reply = pinned
+            elif scope["path"] == "/predict":
                 reply = await predict_reply(self.gateway, raw, state)
             else:
                 reply = await predict_batch_reply(self.gateway, raw, state)

@@ -36,7 +36,8 @@ class GatewayConfigError(TritonKitError):
 class GatewaySettings:
     """How the gateway runs; `help` of each field is the CLI flag's help."""
 
-    #: host:port of Triton (gRPC port for grpc, HTTP port for http)
+    #: host:port of Triton (gRPC port for grpc, HTTP port for http); several replicas
+    #: comma-separated ("10.0.0.1:8000,10.0.0.2:8000"): least outstanding requests first
     triton_url: str = "127.0.0.1:8001"
     #: protocol to Triton: grpc (one grpc.aio channel) or http (binary tensors on keep-alive
     #: connections: less of the gateway's CPU per call, see README, the public API)
@@ -84,8 +85,9 @@ class GatewaySettings:
     rate_limit_storage: str = "memory://"
     #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
     rate_limit_fail_open: bool = True
-    #: Triton's HTTP host:port for the admin reload (/admin/models/<name>/load), which uses
-    #: the repository API; default: triton_url when protocol is http
+    #: Triton's HTTP host:port for the admin reload (/admin/models/<name>/load) and version
+    #: loads, which use the repository API, one per replica in triton_url's order; default:
+    #: triton_url when protocol is http
     triton_admin_url: str | None = None
     #: a file holding the key of Triton's restricted APIs (what the admin reload sends);
     #: none: the reload goes keyless, which a restricted Triton refuses (403)
@@ -107,6 +109,16 @@ class GatewaySettings:
     max_batch: int = 256
     #: largest request body accepted, bytes (413 beyond, checked before reading it)
     max_body_bytes: int = 256 * 1024
+    #: consecutive calls a replica cannot take (or 500s another replica then answers, or
+    #: health checks finding the model not ready) that take it out of rotation
+    replica_eject_failures: int = 2
+    #: seconds between health checks of each replica (readiness; an ejected one also gets a
+    #: real inference before it comes back)
+    replica_health_interval_s: float = 1.0
+    #: a JSON file with the rollout's weights ({"weights": {"1": 95, "2": 5}, "stable": "1"}),
+    #: read at start and whenever it changes (a ConfigMap in Kubernetes: every gateway routes
+    #: alike); none: weights come from PUT /admin/rollout only
+    rollout_file: Path | None = None
     #: consecutive failures of the Triton path that open the breaker
     breaker_failures: int = 5
     #: how long an open breaker waits before one probe goes to Triton, seconds
@@ -128,11 +140,15 @@ class GatewaySettings:
             problems.append(f"coalesce_max_rows must be between 1 and max_batch "
                             f"({self.max_batch}), not {self.coalesce_max_rows}")
         for name in ("triton_timeout_s", "breaker_reset_s", "header_timeout_s",
-                     "body_timeout_s", "keep_alive_timeout_s"):
+                     "body_timeout_s", "keep_alive_timeout_s", "replica_health_interval_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
         if self.max_connections < 1:
             problems.append("max_connections must be at least 1")
+        if self.replica_eject_failures < 1:
+            problems.append("replica_eject_failures must be at least 1")
+        if not [u for u in self.triton_url.split(",") if u.strip()]:
+            problems.append("triton_url must name at least one host:port")
         if self.coalesce_max_wait_s < 0 or self.coalesce_max_in_flight < 1:
             problems.append("coalesce_max_wait_s must be >= 0 and coalesce_max_in_flight >= 1")
         if self.coalesce_max_pending_rows < 1:

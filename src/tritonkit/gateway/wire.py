@@ -12,6 +12,7 @@ protobuf schema) or an HTTP body in the binary-tensor extension (a JSON header, 
 
     request = grpc_request([row, row])             # service_pb2.ModelInferRequest
     body, header_length = http_request([row])      # POST /v2/models/churn_packed/infer
+    request = grpc_request([row], version="2")     # version 2 of it, explicitly
     answers = grpc_answers(response, rows=2)       # [(0.42, "medium", "1"), ...]
 
 Profiled under load (README, the public API): building 19 tritonclient `InferInput` objects
@@ -36,6 +37,7 @@ from tritonkit.features import (
     PACKED_NUMERIC,
 )
 from tritonkit.repository.layout import step_names
+from tritonkit.repository.step_contract import PROBE_PARAMETER
 
 MODEL_NAME = step_names("churn")["packed"]
 Answer = tuple[float, str, str]  # (churn_probability, risk_level, model_version)
@@ -78,25 +80,35 @@ def raw_inputs(rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
 
 
 # -- gRPC -------------------------------------------------------------------------------------
-_GRPC_TEMPLATES: dict[int, bytes] = {}
+_GRPC_TEMPLATES: dict[tuple[int, str, bool], bytes] = {}
+_GRPC_TEMPLATES_MAX = 4096
 
 
-def _grpc_template(size: int) -> bytes:
-    """The serialized request without its raw contents, for `size` rows (cached)."""
-    found = _GRPC_TEMPLATES.get(size)
+def _grpc_template(size: int, version: str, probe: bool) -> bytes:
+    """The serialized request without its raw contents, for `size` rows of a version (""
+    for the one Triton picks) (cached)."""
+    key = (size, version, probe)
+    found = _GRPC_TEMPLATES.get(key)
     if found is None:
-        request = service_pb2.ModelInferRequest(model_name=MODEL_NAME)
+        request = service_pb2.ModelInferRequest(model_name=MODEL_NAME, model_version=version)
         for name, datatype, columns in INPUTS:
             request.inputs.add(name=name, datatype=datatype, shape=[size, len(columns)])
         for name in OUTPUT_DTYPES:
             request.outputs.add(name=name)
-        found = _GRPC_TEMPLATES[size] = request.SerializeToString()
+        if probe:
+            request.parameters[PROBE_PARAMETER].bool_param = True
+        found = request.SerializeToString()
+        if len(_GRPC_TEMPLATES) < _GRPC_TEMPLATES_MAX:
+            _GRPC_TEMPLATES[key] = found
     return found
 
 
-def grpc_request(rows: Sequence[Mapping[str, Any]]) -> service_pb2.ModelInferRequest:
-    """A `ModelInferRequest` for the entry point with the rows as raw_input_contents."""
-    request = service_pb2.ModelInferRequest.FromString(_grpc_template(len(rows)))
+def grpc_request(rows: Sequence[Mapping[str, Any]], version: str | None = None, *,
+                 probe: bool = False) -> service_pb2.ModelInferRequest:
+    """A `ModelInferRequest` for the entry point (a version of it, or the one Triton picks)
+    with the rows as raw_input_contents; a health probe carries `PROBE_PARAMETER`."""
+    request = service_pb2.ModelInferRequest.FromString(
+        _grpc_template(len(rows), version or "", probe))
     request.raw_input_contents.extend(raw_inputs(rows))
     return request
 
@@ -114,16 +126,21 @@ _OUTPUTS_JSON = [{"name": name, "parameters": {"binary_data": True}} for name in
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def http_request(rows: Sequence[Mapping[str, Any]]) -> tuple[bytes, int]:
-    """(body, length of its JSON header) of a binary-tensor inference request."""
+def http_request(rows: Sequence[Mapping[str, Any]], *, probe: bool = False
+                 ) -> tuple[bytes, int]:
+    """(body, length of its JSON header) of a binary-tensor inference request; a health probe
+    carries `PROBE_PARAMETER` (its rows are counted in no drift series)."""
     size = len(rows)
     raw = raw_inputs(rows)
-    header = orjson.dumps({
+    request: dict[str, Any] = {
         "inputs": [{"name": name, "datatype": datatype, "shape": [size, len(columns)],
                     "parameters": {"binary_data_size": len(data)}}
                    for (name, datatype, columns), data in zip(INPUTS, raw, strict=True)],
         "outputs": _OUTPUTS_JSON,
-    })
+    }
+    if probe:
+        request["parameters"] = {PROBE_PARAMETER: True}
+    header = orjson.dumps(request)
     return b"".join([header, *raw]), len(header)
 
 

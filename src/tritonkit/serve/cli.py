@@ -2,12 +2,17 @@
 
     python -m tritonkit.serve.cli --http-port 8000 --pid-file .cache/serve.pid
     python -m tritonkit.serve.cli --stop --pid-file .cache/serve.pid   # what `make down` runs
+    python -m tritonkit.serve.cli --replicas 3 ...                      # make up REPLICAS=3
+    python -m tritonkit.serve.cli --rolling-restart --pid-file ...      # make restart
 
 Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …). The pid file names
 the one serve CLI that `make down` stops; a second CLI with the same pid file refuses to start.
 Beside tritonserver it runs the monitoring sidecar (in this process) and, when their ports are
 given, Prometheus and Alertmanager (`tritonkit.serve.stack`). Triton's model-repository API
 takes only requests with the admin key kept in `--admin-key-file` (made once if absent).
+With `--replicas n` it runs n tritonservers (`tritonkit.serve.fleet`: ports + 100 per replica)
+behind the one gateway, starts again one that dies, and restarts them one by one, each drained
+at the gateway first, on SIGHUP (`--rolling-restart` sends it and waits for the round to end).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from types import FrameType
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.layout import step_names
+from tritonkit.serve.fleet import PORT_STRIDE, TritonFleet, replica_settings
 from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.serve.stack import EmbeddedStack, StackOptions
 
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 _MODULE = "tritonkit.serve.cli"
 #: How long `--stop` waits: the CLI itself gives tritonserver 30 s after SIGINT, then kills it.
 STOP_TIMEOUT_S = 40.0
+#: How long `--rolling-restart` waits for the round (each replica drained, stopped, started).
+ROLLING_TIMEOUT_S = 600.0
 
 EXAMPLE_BODY = (
     '{"inputs":['
@@ -159,12 +167,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=_env_int("TRITONKIT_CACHE_SIZE_BYTES", 64 << 20),
                         help="Triton's response cache, for the models whose spec turns it on "
                              "(env TRITONKIT_CACHE_SIZE_BYTES; 0: off; default 64 MiB)")
+    parser.add_argument("--replicas", type=int, default=_env_int("TRITONKIT_REPLICAS", 1),
+                        help="tritonservers to run behind the gateway, replica i on the ports "
+                             f"+ {PORT_STRIDE} x i; with more than one, a replica that exits "
+                             "is started again (env TRITONKIT_REPLICAS; default 1)")
     parser.add_argument("--stop", action="store_true",
                         help="stop the serve CLI named in --pid-file, wait until it has exited, "
                              "and exit (what `make down` runs)")
+    parser.add_argument("--rolling-restart", action="store_true",
+                        help="ask the serve CLI named in --pid-file to restart its replicas one "
+                             "by one (each drained at the gateway first), wait until it is done, "
+                             "and exit (what `make restart` runs)")
     args = parser.parse_args(argv)
-    if args.stop and args.pid_file is None:
-        parser.error("--stop needs --pid-file (or TRITONKIT_PID_FILE)")
+    if (args.stop or args.rolling_restart) and args.pid_file is None:
+        parser.error("--stop and --rolling-restart need --pid-file (or TRITONKIT_PID_FILE)")
+    if args.replicas < 1:
+        parser.error(f"--replicas must be at least 1, not {args.replicas}")
     return args
 
 
@@ -239,24 +257,55 @@ def stop_serve_cli(pid_file: Path, timeout_s: float = STOP_TIMEOUT_S) -> int:
     return 0
 
 
+def rolling_status_file(pid_file: Path) -> Path:
+    """Where a serve CLI reports the end of a rolling restart: `<pid file>.rolled`."""
+    return pid_file.with_name(pid_file.name + ".rolled")
+
+
+def request_rolling_restart(pid_file: Path, timeout_s: float = ROLLING_TIMEOUT_S) -> int:
+    """SIGHUP the serve CLI named in `pid_file`; wait until it reports the round done."""
+    pid = running_serve_cli(pid_file)
+    if pid is None:
+        print("error: no server from `make up` is running", file=sys.stderr)
+        return 1
+    status = rolling_status_file(pid_file)
+    status.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout_s
+    while not status.exists():
+        if time.monotonic() > deadline or not _is_serve_cli(pid):
+            print(f"error: the rolling restart did not finish within {timeout_s:.0f} s (or the "
+                  "server stopped): see its output", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(status.read_text().strip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per health probe otherwise
     if args.stop:
         return stop_serve_cli(args.pid_file)
+    if args.rolling_restart:
+        return request_rolling_restart(args.pid_file)
     try:
         key = admin_key(args.admin_key_file)
     except (TritonKitError, OSError) as exc:
         print(f"error: cannot read or make the admin key {args.admin_key_file}: {exc}",
               file=sys.stderr)
         return 1
-    server = TritonServer(ServerSettings(
-        model_repository=args.model_repository, host=args.host, http_port=args.http_port,
-        grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
-        summary_latencies=args.summary_latencies, admin_key=key,
-        cache_size_bytes=args.cache_size_bytes,
-    ))
+    try:
+        fleet = TritonFleet(replica_settings(ServerSettings(
+            model_repository=args.model_repository, host=args.host, http_port=args.http_port,
+            grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
+            summary_latencies=args.summary_latencies, admin_key=key,
+            cache_size_bytes=args.cache_size_bytes,
+        ), args.replicas), restart=args.replicas > 1, start_timeout_s=args.start_timeout_s)
+    except TritonKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
                          prometheus_port=args.prometheus_port,
                          alertmanager_port=args.alertmanager_port, admin_key=key,
@@ -266,37 +315,45 @@ def main(argv: list[str] | None = None) -> int:
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.
     def _request_stop(signum: int, frame: FrameType | None) -> None:
-        server.request_stop()
+        fleet.request_stop()
+
+    def _request_rolling(signum: int, frame: FrameType | None) -> None:
+        fleet.request_rolling_restart()
 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGHUP, _request_rolling)
     if args.pid_file is None:
-        return serve(server, args.start_timeout_s, stack)
+        return serve(fleet, stack)
     try:
         claim_pid_file(args.pid_file)
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        return serve(server, args.start_timeout_s, stack)
+        return serve(fleet, stack, rolled_file=rolling_status_file(args.pid_file))
     finally:
         release_pid_file(args.pid_file)
 
 
-def serve(server: TritonServer, start_timeout_s: float,
-          stack_options: StackOptions | None = None) -> int:
-    """Start `server` and the monitoring stack beside it, serve until a stop is requested or
-    tritonserver exits; returns the exit code."""
+def serve(fleet: TritonFleet | TritonServer, stack_options: StackOptions | None = None,
+          start_timeout_s: float | None = None, rolled_file: Path | None = None) -> int:
+    """Start the replicas and the monitoring stack beside them, serve until a stop is
+    requested or (one replica) tritonserver exits; returns the exit code."""
+    if isinstance(fleet, TritonServer):
+        fleet = TritonFleet([fleet.settings], restart=False,
+                            start_timeout_s=start_timeout_s or 120.0)
     try:
-        server.start(timeout_s=start_timeout_s)
+        fleet.start()
     except ServerInterrupted:
         return 0
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    stack = EmbeddedStack(server, stack_options or StackOptions(monitor=False)).start()
+    stack = EmbeddedStack(fleet.primary, stack_options or StackOptions(monitor=False),
+                          replicas=fleet.servers).start()
     try:
-        return _serve_started(server, stack)
+        return _serve_started(fleet, stack, rolled_file)
     finally:
         stack.stop()
 
@@ -311,7 +368,8 @@ def _ensembles(repository: Path) -> list[str]:
     return sorted({*ensembles, *packed})
 
 
-def _serve_started(server: TritonServer, stack: EmbeddedStack) -> int:
+def _serve_started(fleet: TritonFleet, stack: EmbeddedStack, rolled_file: Path | None) -> int:
+    server = fleet.primary
     monitoring = stack.banner()
     ensembles = _ensembles(server.settings.model_repository)
     text_body = ('{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES",'
@@ -319,22 +377,32 @@ def _serve_started(server: TritonServer, stack: EmbeddedStack) -> int:
     text_example = (f"  curl -s {server.http_url}/v2/models/minilm/infer "
                     f"-H 'Content-Type: application/json' \\\n    -d '{text_body}'\n"
                     if "minilm" in ensembles else "")
+    others = "".join(f"\n  replica {i}  {r.http_url}   gRPC {r.grpc_url}   metrics "
+                     f"{r.metrics_url}   log {r.log_file}"
+                     for i, r in enumerate(fleet.servers) if i)
+    replicas = (f"\n  {len(fleet.servers)} replicas behind the gateway (`make restart` restarts "
+                f"them one by one); replica 0:" if others else "")
     print(f"""
-Triton is serving {", ".join(f"`{e}`" for e in ensembles)} (Ctrl-C stops it)
+Triton is serving {", ".join(f"`{e}`" for e in ensembles)} (Ctrl-C stops it){replicas}
   HTTP     {server.http_url}   (KServe v2)
   gRPC     {server.grpc_url}
   metrics  {server.metrics_url}
-  log      {server.log_file}
+  log      {server.log_file}{others}
 {monitoring + chr(10) if monitoring else ""}
 Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
     -d '{EXAMPLE_BODY}'
 {text_example}""", flush=True)
-    code = server.wait()
+    def rolled(done: list[int]) -> None:
+        if rolled_file is not None:
+            rolled_file.write_text(f"restarted replica(s) {', '.join(map(str, done))} one by "
+                                   "one\n")
+
+    code = fleet.wait(drain=stack.drain, enable=stack.enable, on_rolled=rolled)
     stack.stop()  # before tritonserver: the sidecar would see it go and complain
     if code is None:
         logger.info("stopping tritonserver")
-    server.stop(check=False)  # also closes the log when tritonserver exited by itself
+    fleet.stop()  # also closes the log when tritonserver exited by itself
     if code is None:
         return 0
     # Even an exit code of 0 is a failure here: nothing asked tritonserver to stop.

@@ -24,6 +24,7 @@ import logging
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -144,7 +145,7 @@ class PrometheusProcess(ManagedProcess):
                 f"--web.listen-address={self.host}:{self.port}"]
 
 
-def prometheus_config(targets: dict[str, str], alertmanager: str | None,
+def prometheus_config(targets: Mapping[str, str | Sequence[str]], alertmanager: str | None,
                       template: Path = PROMETHEUS_CONFIG, interval_s: float = 15.0,
                       serving_rules: Path | None = None) -> dict[str, Any]:
     """The production `prometheus.yml` with local targets: same jobs, same rule files, except
@@ -152,7 +153,8 @@ def prometheus_config(targets: dict[str, str], alertmanager: str | None,
     (`tritonkit.monitor.rules`: production's name steps the embedded target fuses).
 
     Args:
-        targets: job name -> host:port (jobs of the template not named here are dropped).
+        targets: job name -> host:port, or several (jobs of the template not named here are
+            dropped).
         alertmanager: host:port of Alertmanager, or None for no alerting.
         template: the production config whose jobs and rule files are kept.
         interval_s: scrape and rule-evaluation interval.
@@ -164,13 +166,17 @@ def prometheus_config(targets: dict[str, str], alertmanager: str | None,
         "global": {"scrape_interval": f"{interval_s:g}s", "evaluation_interval":
                    f"{interval_s:g}s"},
         "rule_files": _rule_files(folder, base.get("rule_files", []), serving_rules),
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [targets[job]]}]}
-                           for job in jobs if job in targets],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": _listed(
+            targets[job])}]} for job in jobs if job in targets],
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [
             {"targets": [alertmanager]}]}]}
     return config
+
+
+def _listed(targets: str | Sequence[str]) -> list[str]:
+    return [targets] if isinstance(targets, str) else list(targets)
 
 
 def _rule_files(folder: Path, patterns: list[str], serving_rules: Path | None) -> list[str]:
@@ -202,14 +208,19 @@ class EmbeddedStack:
     named in `notes` (and in the banner) with its fix.
     """
 
-    def __init__(self, triton: TritonServer, options: StackOptions) -> None:
+    def __init__(self, triton: TritonServer, options: StackOptions,
+                 replicas: Sequence[TritonServer] = ()) -> None:
+        """`triton`: the server the sidecar watches; `replicas`: every Triton the gateway
+        calls and Prometheus scrapes (default: `triton` alone)."""
         self.triton = triton
+        self.replicas = list(replicas) or [triton]
         self.options = options
         self.monitor: MonitorService | None = None
         self.alertmanager: AlertmanagerProcess | None = None
         self.prometheus: PrometheusProcess | None = None
         self.gateway: GatewayProcess | None = None
         self.gateway_key: str | None = None
+        self._gateway_admin_key: str | None = None
         self.notes: list[str] = []
 
     def start(self) -> EmbeddedStack:
@@ -236,8 +247,9 @@ class EmbeddedStack:
         if o.gateway_port:
             self._start_gateway(host, o.gateway_port)
         if o.prometheus_port is not None:
-            targets = {"triton": urlsplit(self.triton.metrics_url).netloc,
-                       "prometheus": f"{host}:{o.prometheus_port}"}
+            targets: dict[str, str | list[str]] = {
+                "triton": [urlsplit(r.metrics_url).netloc for r in self.replicas],
+                "prometheus": f"{host}:{o.prometheus_port}"}
             if self.monitor is not None:
                 targets["tritonkit-monitor"] = f"{host}:{self.monitor.port}"
             if self.alertmanager is not None:
@@ -251,16 +263,18 @@ class EmbeddedStack:
                 repository_entry_points(self.triton.settings.model_repository)))
             self.prometheus = self._start_process(PrometheusProcess(
                 port=o.prometheus_port, host=host, workdir=workdir,
-                config=prometheus_config(targets, targets.get("alertmanager"),
-                                         serving_rules=serving_rules)))
+                config=prometheus_config(
+                    targets, f"{host}:{self.alertmanager.port}" if self.alertmanager else None,
+                    serving_rules=serving_rules)))
         return self
 
     def _start_gateway(self, host: str, port: int) -> None:
         try:
-            self.gateway_key = ensure_dev_keys(DEFAULT_KEYS_FILE)["caller"]
+            keys = ensure_dev_keys(DEFAULT_KEYS_FILE)
+            self.gateway_key, self._gateway_admin_key = keys["caller"], keys["admin"]
             # KServe v2 binary tensors over HTTP: the gateway's cheaper path to Triton
             # (bench/gateway.py: ~85 µs of gateway CPU per call against ~250 µs over gRPC).
-            triton = self.triton.http_url.removeprefix("http://")
+            triton = ",".join(r.http_url.removeprefix("http://") for r in self.replicas)
             key_file = self.options.admin_key_file
             self.gateway = GatewayProcess(
                 triton_url=triton, protocol="http", host=host, port=port, dev_mode=True,
@@ -268,6 +282,28 @@ class EmbeddedStack:
             ).start()
         except (TritonKitError, OSError) as exc:
             self.notes.append(f"the /predict gateway did not start: {exc}")
+
+    def drain(self, index: int, timeout_s: float = 60.0) -> None:
+        """Take Triton replica `index` out of the gateway's rotation, its calls answered (a
+        rolling restart's first step); nothing without a gateway."""
+        self._gateway_admin(f"/admin/replicas/{index}/drain?timeout_s={timeout_s:g}",
+                            timeout_s + 10)
+
+    def enable(self, index: int) -> None:
+        """Put Triton replica `index` back in the gateway's rotation."""
+        self._gateway_admin(f"/admin/replicas/{index}/enable", 30)
+
+    def _gateway_admin(self, path: str, timeout_s: float) -> None:
+        if self.gateway is None or self._gateway_admin_key is None:
+            return
+        request = urllib.request.Request(f"{self.gateway.url}{path}", data=b"", method="POST",
+                                         headers={"X-API-Key": self._gateway_admin_key})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            # the restart goes on: the gateway retries what a stopping replica refuses
+            logger.warning("the gateway did not take %s: %s", path, exc)
 
     def _start_process(self, process: _P) -> _P | None:
         try:
