@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,7 +197,10 @@ def test_serve_cli_exits_non_zero_with_log_tail_when_tritonserver_exits_by_itsel
     assert cli.process.wait(timeout=60) == 1
     stderr = cli.stderr()
     assert "tritonserver exited by itself with code" in stderr
-    assert "last log lines" in stderr and "Started HTTPService" in stderr
+    # the log's end follows: tritonserver's own lines (which ones depends on how many the
+    # python stubs wrote at shutdown: under load they pushed "Started HTTPService" out of it)
+    tail = stderr.split("last log lines", 1)[-1]
+    assert "last log lines" in stderr and re.search(r"^[IWE]\d{4} ", tail, re.M), stderr
     assert not pid_file.exists()
 
 
