@@ -4,6 +4,7 @@
     tritonkit serve --http-port 8000      # Triton and what runs beside it (what `make up` runs)
     tritonkit monitor --triton-url ...    # the monitoring sidecar alone (e.g. a remote Triton)
     tritonkit gateway serve ...           # the /predict gateway alone
+    tritonkit rollout --version 2         # canary, blue-green or rolling, gated (make rollout)
     tritonkit secrets                     # keys, TLS pair and passwords for docker compose
 
 Each subcommand is its module's own command line (`python -m tritonkit.serve.cli` …), with
@@ -22,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("tritonkit.serve.cli", "serve the embedded stack in the foreground (make up)"),
     "monitor": ("tritonkit.monitor.cli", "run the monitoring sidecar against a Triton"),
     "gateway": ("tritonkit.gateway.cli", "the /predict gateway, its keys and certificates"),
+    "rollout": ("tritonkit.rollout.cli",
+                "roll a model version out through the gateway, gated (make rollout)"),
     "secrets": ("tritonkit.serve.secrets",
                 "the production stack's secrets for docker compose (make production-secrets)"),
 }

@@ -4,7 +4,8 @@ reloading a model, the Triton replicas, and the model versions and weights a rol
 Replicas: `GET /admin/replicas`; `POST /admin/replicas/<i>/drain` (out of rotation, returns once
 its calls in flight are answered) and `/enable`. Versions: `POST /admin/versions/<v>/load`
 (beside the versions loaded, or `?exclusive=true` alone; on every replica or `?replica=<i>`;
-returns once Triton reports it ready and it answered warm-up inferences), `/unload`. Weights:
+returns once Triton reports it ready and it answered warm-up inferences; each replica out of
+rotation meanwhile when others can answer), `/unload`. Weights:
 `GET /admin/rollout` (weights, stable version, per-version counts, replicas), `PUT
 /admin/rollout` `{"weights": {"1": 95, "2": 5}, "stable": "1"}`, `POST /admin/rollout/rollback`
 `{"version": "2", "reason": "..."}` (the stable version takes every customer, counted in
@@ -16,7 +17,9 @@ returns once Triton reports it ready and it answered warm-up inferences), `/unlo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -26,6 +29,7 @@ from fastapi.responses import Response
 from tritonkit.client.repository import ReloadError
 from tritonkit.gateway.auth import KeyStore
 from tritonkit.gateway.predict import Reply, error_reply
+from tritonkit.gateway.replicas import ReplicaState
 from tritonkit.gateway.transport import UpstreamError
 from tritonkit.gateway.versions import RolloutError, check_version
 from tritonkit.gateway.wire import MODEL_NAME
@@ -156,7 +160,12 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
                 repository = gateway.repositories[index]
                 ready = [v for v, state in (await asyncio.to_thread(
                     repository.versions, MODEL_NAME)).items() if state == "READY"]
-                if add and not gateway.router.weights and ready and version not in ready:
+                if add and not exclusive and version in ready:  # loaded already: warm it
+                    await _warm(gateway, index, version, timeout_s)
+                    loaded[index] = sorted(ready, key=int)
+                    continue
+                if (add and not exclusive and not gateway.router.weights and ready
+                        and version not in ready):
                     # Triton answers a call naming no version with the highest one loaded:
                     # pin today's before another version exists
                     gateway.set_weights({max(ready, key=int): 100.0})
@@ -165,10 +174,11 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
                 if not wanted:
                     return _bad("version", f"version {version} is the only one loaded on "
                                            f"replica {index}: load another before it goes", 409)
-                await asyncio.to_thread(repository.load_versions, MODEL_NAME,
-                                        sorted(wanted, key=int))
-                if add:
-                    await _warm(gateway, index, version, timeout_s)
+                async with _out_of_rotation(gateway, index):
+                    await asyncio.to_thread(repository.load_versions, MODEL_NAME,
+                                            sorted(wanted, key=int))
+                    if add:
+                        await _warm(gateway, index, version, timeout_s)
                 loaded[index] = sorted(wanted, key=int)
         except ReloadError as exc:
             return as_response(error_reply(502, "upstream_error", str(exc)))
@@ -198,9 +208,16 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
     @router.get("/rollout", summary="Weights, stable version, per-version counts and replicas "
                 "(admin key)", openapi_extra=_SECURITY)
     async def rollout() -> Response:
+        loaded: dict[str, list[str]] = {}
+        for index, repository in enumerate(gateway.repositories or ()):
+            try:
+                found = await asyncio.to_thread(repository.versions, MODEL_NAME)
+            except ReloadError:
+                continue  # a replica down: its versions are unknown now
+            loaded[str(index)] = sorted((v for v, s in found.items() if s == "READY"), key=int)
         return json_response(200, {**gateway.router.as_dict(),
                                    "versions": gateway.version_stats.snapshot(),
-                                   "replicas": _replicas(), "at": time.time()})
+                                   "replicas": _replicas(), "loaded": loaded, "at": time.time()})
 
     @router.put("/rollout", summary="Set the weights of the versions (admin key)",
                 openapi_extra=_SECURITY)
@@ -225,6 +242,26 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         return json_response(200, gateway.router.as_dict())
 
     return router
+
+
+@contextlib.asynccontextmanager
+async def _out_of_rotation(gateway: Gateway, index: int) -> AsyncIterator[None]:
+    """Replica `index` drained while Triton loads versions on it, when others can take its
+    calls: a load re-creates every loaded version's instances, and on a busy machine the
+    replica answered some calls past their deadline meanwhile (tests/integration/
+    test_rollout.py saw 1 s timeouts). A replica drained by someone else is left so."""
+    assert gateway.upstream is not None
+    replicas = gateway.upstream.replicas
+    replica = replicas.replica(index)
+    take_out = replica.state is ReplicaState.UP and any(
+        r.state is ReplicaState.UP for r in replicas.replicas if r is not replica)
+    if take_out:
+        await replicas.drain(index, timeout_s=60)
+    try:
+        yield
+    finally:
+        if take_out:
+            replicas.enable(index)
 
 
 async def _warm(gateway: Gateway, index: int, version: str, timeout_s: float) -> None:
