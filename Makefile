@@ -29,7 +29,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up restart down test test-tools test-unit test-integration k8s-check lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up restart rollout down test test-tools test-unit test-integration k8s-check lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,6 +68,15 @@ up: $(STAMP) system-deps build-engines ## serve every ensemble (churn, minilm) a
 
 restart: ## restart `make up`'s Triton replicas one by one, each drained at the gateway first (REPLICAS > 1 loses no request)
 	$(PY) -m tritonkit.serve.cli --rolling-restart --pid-file $(PID_FILE)
+
+# `make rollout VERSION=2 STRATEGY=canary|blue-green|rolling`, ROLLOUT_ARGS=--soak-s 120 ...
+STRATEGY ?= canary
+ROLLOUT_ARGS ?=
+rollout: $(STAMP) ## roll model version VERSION out through make up's gateway (STRATEGY canary: 5 -> 25 -> 100 %, gated, rolled back on a failed gate)
+	@test -n "$(VERSION)" || { echo "VERSION=<n> is required, e.g. make rollout VERSION=2"; exit 2; }
+	$(PY) -m tritonkit.rollout.cli --version $(VERSION) --strategy $(STRATEGY) \
+		--gateway-url http://127.0.0.1:$(GATEWAY_PORT) \
+		--alertmanager-url http://127.0.0.1:$(ALERTMANAGER_PORT) $(ROLLOUT_ARGS)
 
 down: ## stop the server that `make up` started, and no other (the PID in PID_FILE)
 	@if [ -e $(PID_FILE) ]; then $(PY) -m tritonkit.serve.cli --stop --pid-file $(PID_FILE); \

