@@ -302,9 +302,9 @@ def test_canary_of_a_broken_version_is_rolled_back_at_its_first_gate_with_an_ale
         assert f'gateway_rollout_rollbacks_total{{version="{version}"}} 1.0' in \
             response.read().decode()
     alerts = [a for a in alertmanager.alerts()
-              if a["labels"].get("alertname") == "RolloutRolledBack"
+              if a["labels"].get("alertname") == "TritonGatewayRolloutRolledBack"
               and a["labels"].get("version") == version]
-    assert alerts, "no RolloutRolledBack alert reached Alertmanager"
+    assert alerts, "no TritonGatewayRolloutRolledBack alert reached Alertmanager"
     print(f"version {version} ({failing}) rolled back {1e3 * report['rollback_s']:.0f} ms "
           f"after its gate failed, {step['seconds']:.1f} s into the 5 % step; "
           f"{degraded:.1%} of the test callers' answers came from the fallback meanwhile")
@@ -356,3 +356,75 @@ def test_rolling_update_goes_replica_by_replica_with_no_failed_request(
     state = _admin(gateway, key, "/admin/rollout")
     assert all(v == ["1"] for v in state["loaded"].values()), state["loaded"]
     assert state["weights"] == {"1": 100.0}
+
+
+def _predict(gateway: GatewayProcess, key: str, customer: dict[str, Any], customer_id: str,
+             **headers: str) -> tuple[int, Any]:
+    features = {name: customer[name] for name in ALL_FEATURES}
+    features["seniorcitizen"] = int(features["seniorcitizen"])
+    request = urllib.request.Request(
+        f"{gateway.url}/predict", data=json.dumps({"customer_id": customer_id,
+                                                   "features": features}).encode(),
+        headers={"X-API-Key": key, "Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_only_an_admin_key_may_pin_the_version_that_answers(
+        gateway: GatewayProcess, keys: tuple[Path, dict[str, str]],
+        customers: list[dict[str, Any]]) -> None:
+    caller, admin = keys[1]["caller"], keys[1]["admin"]
+    status, body = _predict(gateway, caller, customers[0], "C1", **{"X-Model-Version": "1"})
+    assert status == 403 and "admin key" in body["message"]
+    status, body = _predict(gateway, admin, customers[0], "C1", **{"X-Model-Version": "one"})
+    assert status == 400 and body["problems"][0]["field"] == "X-Model-Version"
+    status, body = _predict(gateway, admin, customers[0], "C1", **{"X-Model-Version": "1"})
+    assert status == 200 and body["model_version"] == "1" and not body["degraded"]
+
+
+def test_weights_from_a_watched_file_route_every_gateway_alike(
+        tritons: list[TritonServer], gateway: GatewayProcess,
+        keys: tuple[Path, dict[str, str]], customers: list[dict[str, Any]],
+        tmp_path: Path) -> None:
+    """What a ConfigMap gives every gateway pod on a cluster (deploy/k8s/base/rollout.yaml)."""
+    admin = keys[1]["admin"]
+    urllib.request.urlopen(urllib.request.Request(  # version 2 beside 1, on both replicas
+        f"{gateway.url}/admin/versions/2/load", data=b"", headers={"X-API-Key": admin}),
+        timeout=300).close()
+    weights = tmp_path / "rollout.json"
+    weights.write_text(json.dumps({"weights": {"1": 50, "2": 50}, "stable": "1"}))
+    (tmp_path / "triton-admin-key").write_text(ADMIN_KEY + "\n")
+    urls = ",".join(t.http_url.removeprefix("http://") for t in tritons)
+    with GatewayProcess(triton_url=urls, protocol="http", port=free_port(), keys_file=keys[0],
+                        dev_mode=True, log_file=tmp_path / "gateway.log",
+                        extra_args=["--rollout-file", str(weights)]) as watching:
+        ids = [f"F{n:05d}" for n in range(400)]
+        versions = {i: _predict(watching, keys[1]["caller"], customers[n % 50], i)[1][
+            "model_version"] for n, i in enumerate(ids)}
+        # the module's gateway, with the same weights by its admin API, agrees customer by
+        # customer: the bucket is a hash of the id, the same in every gateway
+        request = urllib.request.Request(
+            f"{gateway.url}/admin/rollout", method="PUT", data=json.dumps(
+                {"weights": {"1": 50, "2": 50}, "stable": "1"}).encode(),
+            headers={"X-API-Key": admin, "Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).close()
+        assert all(_predict(gateway, keys[1]["caller"], customers[n % 50], i)[1][
+            "model_version"] == versions[i] for n, i in enumerate(ids[:100]))
+        assert 150 < sum(v == "2" for v in versions.values()) < 250
+        weights.write_text("{not json")
+        time.sleep(2.5)
+        state = _admin(watching, admin, "/admin/rollout")
+        assert state["weights"] == {"1": 50.0, "2": 50.0}  # a broken file changes nothing
+        weights.write_text(json.dumps({"weights": {"1": 100}, "stable": "1"}))
+        deadline = time.monotonic() + 10
+        while _admin(watching, admin, "/admin/rollout")["weights"] != {"1": 100.0}:
+            assert time.monotonic() < deadline, "the gateway did not take the new file"
+            time.sleep(0.2)
+        assert {_predict(watching, keys[1]["caller"], customers[0], i)[1]["model_version"]
+                for i in ids[:50]} == {"1"}
+        with urllib.request.urlopen(f"{watching.url}/metrics", timeout=10) as response:
+            assert "gateway_rollout_file_errors_total 1.0" in response.read().decode()

@@ -9,7 +9,7 @@ rotation meanwhile when others can answer), `/unload`. Weights:
 `GET /admin/rollout` (weights, stable version, per-version counts, replicas), `PUT
 /admin/rollout` `{"weights": {"1": 95, "2": 5}, "stable": "1"}`, `POST /admin/rollout/rollback`
 `{"version": "2", "reason": "..."}` (the stable version takes every customer, counted in
-`gateway_rollout_rollbacks_total`, which the GatewayRolloutRolledBack alert reads)::
+`gateway_rollout_rollbacks_total`, which the TritonGatewayRolloutRolledBack alert reads)::
 
     app.include_router(admin_router(gateway, store))
 """

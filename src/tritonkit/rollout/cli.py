@@ -104,7 +104,7 @@ def alert_sender(url: str, gateway_url: str) -> Callable[[RolloutReport], None]:
     def send(report: RolloutReport) -> None:
         now = time.time()
         sink.send([Alert(
-            labels={"alertname": "RolloutRolledBack", "severity": "ticket",
+            labels={"alertname": "TritonGatewayRolloutRolledBack", "severity": "ticket",
                     "service": "gateway", "version": report.version,
                     "strategy": report.strategy},
             annotations={"summary": f"rollout of model version {report.version} "
