@@ -127,3 +127,29 @@ def test_warmup_samples_are_customers_the_step_accepts_when_rendered(
         assert schema.validate(columns) == [], sample.name
         _, bad = schema.encode_checked(columns)
         assert not bad.any(), sample.name
+
+
+def test_render_keeps_earlier_versions_of_python_steps_for_a_rollout(
+        spec: Spec, artifacts: object, tmp_path: Path) -> None:
+    """`make build-engines` of version n must leave version n-1 of the steps the gateway's
+    rollouts load beside it; ensembles (one config for every version) keep only the new one."""
+    import shutil
+
+    from tritonkit.repository.build import render_repository
+
+    render_repository(spec, "embedded", tmp_path)
+    for step in ("churn_packed", "churn"):  # a python step and an ensemble
+        shutil.copytree(tmp_path / step / "1", tmp_path / step / "7")
+    (tmp_path / "churn_packed" / "7" / "marker").write_text("version 7")
+    render_repository(spec, "embedded", tmp_path)
+    assert (tmp_path / "churn_packed" / "7" / "marker").read_text() == "version 7"
+    assert (tmp_path / "churn_packed" / "1" / "model.py").exists()
+    assert not (tmp_path / "churn" / "7").exists()
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}-versions-*"))  # no stash left
+    production = tmp_path / "production"
+    render_repository(spec, "production", production)
+    for step in ("churn_preprocess_packed", "churn_model"):  # python, onnxruntime
+        shutil.copytree(production / step / "1", production / step / "3")
+    render_repository(spec, "production", production)
+    assert (production / "churn_preprocess_packed" / "3" / "model.py").exists()
+    assert not (production / "churn_model" / "3").exists()

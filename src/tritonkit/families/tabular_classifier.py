@@ -55,7 +55,15 @@ from tritonkit.features import (
     pack,
 )
 from tritonkit.repository import config as cfg
-from tritonkit.repository.layout import ONNX_SESSION, STEPS_DIR, clear, copy_step, step_names
+from tritonkit.repository.layout import (
+    ONNX_SESSION,
+    STEPS_DIR,
+    clear,
+    copy_step,
+    restore_versions,
+    stash_versions,
+    step_names,
+)
 from tritonkit.spec import (
     ENGINE_SOURCES,
     TENSORRT_VARIANTS,
@@ -188,6 +196,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
     names = step_names(name)
     version = str(model.version)
     written = []
+    earlier = stash_versions(repository, name, version)  # a rollout loads them beside this one
     clear(repository, name)
     features_tensor = cfg.tensor(INPUT_NAME, "TYPE_FP32", [schema.width])
     full_graph = append_head(onnx.load(core), model.risk_thresholds, version)
@@ -308,6 +317,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
                    *steps[1:]],
             response_cache=model.response_cache,
         ), packed_dir))
+    restore_versions(repository, earlier)
     return written
 
 

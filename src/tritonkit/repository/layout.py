@@ -8,6 +8,7 @@ a python step's folder is laid out.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,6 +58,50 @@ def copy_step(step_file: str, folder: Path, extra: Iterable[tuple[Path, str]] = 
     shutil.copy2(STEP_CONTRACT, folder / "step_contract.py")
     for source, name in extra:
         shutil.copy2(source, folder / name)
+
+
+def stash_versions(repository: Path, model_name: str, version: str) -> Path | None:
+    """Move aside the version folders other than `version` of the model's python steps,
+    before `clear` and a render; `restore_versions` puts them back. A rollout (`make rollout
+    VERSION=n`) loads a new version beside the one Triton serves, so rendering version n must
+    not take the previous one away. Ensembles (empty version folders: one config runs every
+    version) and native backends keep only the rendered version. Returns the stash, or None."""
+    stash: Path | None = None
+    for step in step_names(model_name).values():
+        folder = repository / step
+        if not _is_python_step(folder):
+            continue
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and child.name.isdigit() and child.name != version:
+                if stash is None:
+                    # beside the repository (same file system), never inside Triton's view
+                    stash = Path(tempfile.mkdtemp(prefix=f".{repository.name}-versions-",
+                                                  dir=repository.parent))
+                (stash / step).mkdir(exist_ok=True)
+                child.rename(stash / step / child.name)
+    return stash
+
+
+def restore_versions(repository: Path, stash: Path | None) -> list[Path]:
+    """Put back what `stash_versions` moved aside, into the steps that are still python steps
+    after the render (a layout change drops them); returns the folders restored."""
+    if stash is None:
+        return []
+    restored = []
+    for step in sorted(stash.iterdir()):
+        folder = repository / step.name
+        if _is_python_step(folder):
+            for child in sorted(step.iterdir()):
+                if not (folder / child.name).exists():
+                    child.rename(folder / child.name)
+                    restored.append(folder / child.name)
+    shutil.rmtree(stash, ignore_errors=True)
+    return restored
+
+
+def _is_python_step(folder: Path) -> bool:
+    config = folder / "config.pbtxt"
+    return config.exists() and 'backend: "python"' in config.read_text()
 
 
 def clear(repository: Path, model_name: str) -> None:
