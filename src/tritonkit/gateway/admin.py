@@ -35,7 +35,7 @@ from tritonkit.gateway.versions import RolloutError, check_version
 from tritonkit.gateway.wire import MODEL_NAME
 
 if TYPE_CHECKING:
-    from tritonkit.gateway.app import Gateway
+    from tritonkit.gateway.core import Gateway
 
 _SECURITY: dict[str, Any] = {"security": [{"ApiKey": []}]}
 #: Inferences each replica answers on a version just loaded before it counts as warm.

@@ -32,7 +32,7 @@ from tritonkit.gateway.upstream import Answer, UpstreamError
 from tritonkit.gateway.versions import RolloutError, check_version
 
 if TYPE_CHECKING:
-    from tritonkit.gateway.app import Gateway
+    from tritonkit.gateway.core import Gateway
 
 logger = logging.getLogger(__name__)
 
