@@ -159,6 +159,18 @@ def counter(triton: TritonServer, metric: str, **labels: str) -> float:
                if name == metric and all(found.get(k) == v for k, v in labels.items()))
 
 
+def counter_settled(triton: TritonServer, metric: str, at_least: float, timeout_s: float = 5.0,
+                    **labels: str) -> float:
+    """`counter` once it reaches `at_least`, or as it is after `timeout_s`. Triton counts an
+    execution after the stub's answer went out: read at once, under load, the counter can
+    still trail the answer (CI saw it for 4 requests in a row)."""
+    deadline = time.monotonic() + timeout_s
+    while (value := counter(triton, metric, **labels)) < at_least \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def with_queue_delay(spec: Spec, delay_us: int) -> Spec:
     """A copy of `spec` whose steps wait up to `delay_us` to gather a dynamic batch."""
     data = spec.model_dump()

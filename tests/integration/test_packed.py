@@ -33,6 +33,7 @@ from tritonkit.spec import TabularClassifier
 from ..support import (
     body_for,
     counter,
+    counter_settled,
     packed_body,
     post,
     probability,
@@ -202,12 +203,8 @@ def test_packed_request_refused_with_400_naming_the_feature_when_a_value_is_impo
     assert answer["error"].startswith(start), answer["error"]
     for word in words:
         assert word in answer["error"], f"{word!r} not in {answer['error']!r}"
-    # the stub may answer before Triton has counted the execution: wait for it a moment
-    deadline = time.monotonic() + 3
-    while (counter(triton, "nv_inference_exec_count", model=STEP) < executions + 1
-           and time.monotonic() < deadline):
-        time.sleep(0.05)
-    assert counter(triton, "nv_inference_exec_count", model=STEP) == executions + 1
+    assert counter_settled(triton, "nv_inference_exec_count", executions + 1,
+                           model=STEP) == executions + 1
 
 
 def test_packed_batch_names_the_bad_row_when_the_other_rows_are_valid(
