@@ -192,15 +192,22 @@ class Rollout:
         return report
 
     # -- strategies ---------------------------------------------------------------------------
-    def _canary(self, state: dict[str, Any]) -> RolloutReport:
+    def _load_beside(self, state: dict[str, Any]) -> str:
+        """Load the plan's version beside the current one on every replica; returns the
+        current (stable) version, which the gateway pins first if no weights were set."""
         version = self.plan.version
         self.say(f"loading version {version} beside the current one on every replica")
         loaded = self.admin.load(version)
-        stable = loaded["weights"]["stable"] or state["stable"]
-        report = RolloutReport(version, "canary", stable)
+        stable: str | None = loaded["weights"]["stable"] or state["stable"]
         if stable is None or stable == version:
             raise RolloutFailed(f"no stable version to compare version {version} with "
                                 f"(weights {loaded['weights']})")
+        return stable
+
+    def _canary(self, state: dict[str, Any]) -> RolloutReport:
+        version = self.plan.version
+        stable = self._load_beside(state)
+        report = RolloutReport(version, "canary", stable)
         for weight in self.plan.steps[:-1]:
             self.admin.set_weights({version: weight, stable: 100 - weight}, stable)
             self.say(f"step {weight:g} %: version {version} takes {weight:g} % of the "
@@ -220,9 +227,7 @@ class Rollout:
 
     def _blue_green(self, state: dict[str, Any]) -> RolloutReport:
         version = self.plan.version
-        self.say(f"loading version {version} beside the current one on every replica")
-        loaded = self.admin.load(version)
-        previous = loaded["weights"]["stable"] or state["stable"]
+        previous = self._load_beside(state)
         report = RolloutReport(version, "blue-green", previous)
         baseline = self._baseline(previous, previous)
         self.admin.set_weights({version: 100.0}, version)
@@ -275,21 +280,28 @@ class Rollout:
         return report
 
     # -- gates --------------------------------------------------------------------------------
-    def _gate(self, stable: str, canary: str, weight: float, before: dict[str, Any]
-              ) -> StepReport:
-        """Soak one canary step and judge it; fails as soon as a check fails."""
+    def _soak(self, verdict_of: Callable[[dict[str, Any]], Verdict]
+              ) -> tuple[Verdict, float, dict[str, Any]]:
+        """Poll the counts until the verdict fails, passes after the soak, or still waits at
+        the step's deadline: (verdict, seconds, the last counts)."""
         started = self.clock()
         while True:
             self.sleep(self.plan.poll_s)
             after = self.admin.state()["versions"]
-            verdict = judge(Window.between(before.get(stable), after.get(stable)),
-                            Window.between(before.get(canary), after.get(canary)),
-                            self.plan.thresholds)
+            verdict = verdict_of(after)
             elapsed = self.clock() - started
             if verdict.status == "fail" or (
                     verdict.status == "pass" and elapsed >= self.plan.soak_s) or (
                     verdict.status == "wait" and elapsed >= self.plan.max_wait_s):
-                return self._step(weight, elapsed, verdict, before, after, stable, canary)
+                return verdict, elapsed, after
+
+    def _gate(self, stable: str, canary: str, weight: float, before: dict[str, Any]
+              ) -> StepReport:
+        """Soak one canary step and judge it against the stable version's same window."""
+        verdict, elapsed, after = self._soak(lambda after: judge(
+            Window.between(before.get(stable), after.get(stable)),
+            Window.between(before.get(canary), after.get(canary)), self.plan.thresholds))
+        return self._step(weight, elapsed, verdict, before, after, stable, canary)
 
     def _baseline(self, key: str | None, stable: str | None) -> Window:
         """The stable version's window (counted under `key`) over one soak before anything
@@ -302,19 +314,13 @@ class Rollout:
 
     def _gate_against(self, baseline: Window, key: str, weight: float) -> StepReport:
         """Soak the new version (counted under `key`) and judge it against `baseline`."""
-        before, started = self.admin.state()["versions"], self.clock()
-        while True:
-            self.sleep(self.plan.poll_s)
-            after = self.admin.state()["versions"]
-            window = Window.between(before.get(key), after.get(key))
-            verdict = judge(baseline, window, self.plan.thresholds)
-            elapsed = self.clock() - started
-            if verdict.status == "fail" or (
-                    verdict.status == "pass" and elapsed >= self.plan.soak_s) or (
-                    verdict.status == "wait" and elapsed >= self.plan.max_wait_s):
-                return StepReport(weight, elapsed, time.time() - elapsed, time.time(),
-                                  window.total, baseline.total, None, verdict.status,
-                                  list(verdict.reasons), verdict.measured)
+        before = self.admin.state()["versions"]
+        verdict, elapsed, after = self._soak(lambda after: judge(
+            baseline, Window.between(before.get(key), after.get(key)), self.plan.thresholds))
+        window = Window.between(before.get(key), after.get(key))
+        return StepReport(weight, elapsed, time.time() - elapsed, time.time(), window.total,
+                          baseline.total, None, verdict.status, list(verdict.reasons),
+                          verdict.measured)
 
     def _step(self, weight: float, elapsed: float, verdict: Verdict, before: dict[str, Any],
               after: dict[str, Any], stable: str, canary: str) -> StepReport:
