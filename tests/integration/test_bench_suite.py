@@ -24,12 +24,25 @@ def load_generators() -> None:
     require_tool("h2load", "make system-deps: apt-get install nghttp2-client")
 
 
+#: How the suite names a tritonserver that died of SIGSEGV (bench/suite.py `settled`).
+SEGFAULT = "exit code -11"
+
+
+@pytest.mark.timeout(600)  # a run, and a second one after a crash
 def test_suite_prints_ratios_and_writes_table_json_and_plot_when_run_quick(tmp_path: Path
                                                                            ) -> None:
     output = tmp_path / "suite.json"
-    run = subprocess.run(
-        [sys.executable, "bench/suite.py", "--quick", "--duration-s", "1", "--output",
-         str(output)], cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    command = [sys.executable, "bench/suite.py", "--quick", "--duration-s", "1", "--output",
+               str(output)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
+                         check=False)
+    if run.returncode != 0 and SEGFAULT in run.stderr:
+        # tritonserver 2.51 itself crashed (SIGSEGV in pthread_mutex_lock at the first requests
+        # of a run, seen in CI: docs/platform.md): once more, and a second crash fails
+        print(f"tritonserver crashed with SIGSEGV; running the suite again:\n"
+              f"{run.stderr[-2000:]}")
+        run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
+                             check=False)
     assert run.returncode == 0, run.stderr[-8000:]
     result = json.loads(output.read_text())
     cases = {(r["case"], r["connections"]) for r in result["rows"]}
