@@ -90,12 +90,15 @@ def test_replica_set_sends_each_call_to_the_replica_with_the_fewest_outstanding(
 
 
 def test_replica_set_retries_a_refused_connection_elsewhere_and_ejects_the_replica() -> None:
+    retries: list[UpstreamError] = []
+
     async def run() -> tuple[list[Any], ReplicaSet, list[FakeTransport]]:
-        replicas, fakes = _set("down", "ok", "ok", eject_failures=2)
+        replicas, fakes = _set("down", "ok", "ok", eject_failures=2, on_retry=retries.append)
         answers = [await replicas.infer([ROW]) for _ in range(12)]
         return answers, replicas, fakes
 
     answers, replicas, fakes = asyncio.run(run())
+    assert len(retries) == 2 and all(r.connection for r in retries)
     assert all(a == [(0.5, "medium", "1")] for a in answers)  # no caller saw the dead one
     assert replicas.replicas[0].state is ReplicaState.EJECTED
     assert "unreachable" in replicas.replicas[0].reason
@@ -148,15 +151,18 @@ def test_replica_set_tries_every_replica_for_a_missing_version_but_never_retries
     assert refused_kind == "bad_request"
 
 
-def test_replica_set_keeps_the_last_replica_in_rotation() -> None:
+def test_replica_set_keeps_the_last_replica_in_rotation_and_counts_no_retry_alone() -> None:
+    retries: list[UpstreamError] = []
+
     async def run() -> ReplicaSet:
-        replicas, _ = _set("down", eject_failures=1)
+        replicas, _ = _set("down", eject_failures=1, on_retry=retries.append)
         for _ in range(3):
             with pytest.raises(UpstreamError):
                 await replicas.infer([ROW])
         return replicas
 
     assert asyncio.run(run()).replicas[0].state is ReplicaState.UP
+    assert retries == []  # nothing was sent again: there is no other replica
 
 
 def test_health_check_ejects_a_replica_not_ready_and_brings_it_back_after_a_probe() -> None:

@@ -155,13 +155,14 @@ class ReplicaSet:
             except UpstreamError as exc:
                 if exc.connection:
                     self._connection_failed(replica, exc)
-                if not self._retry(exc, failed_500 is not None):
+                tried.append(replica)
+                if not self._retry(exc, failed_500 is not None) or not any(
+                        r.state is ReplicaState.UP and r not in tried for r in self.replicas):
                     raise
                 if exc.kind == "server":
                     failed_500 = replica
-                tried.append(replica)
                 last = exc
-                if self._on_retry is not None:
+                if self._on_retry is not None:  # counted only when another replica takes it
                     self._on_retry(exc)
                 continue
             finally:
