@@ -57,8 +57,8 @@ _HELP = {
     "rate_limit_global": "customers for all keys together, e.g. 5000/second",
     "rate_limit_unauthenticated": "requests without a valid key (401s, /healthz, /readyz, "
                                   "/metrics, /docs) per client address, e.g. 20/second",
-    "rate_limit_storage": "rate-limit counters: memory:// (per replica) or "
-                          "async+redis://host:6379 (shared by replicas)",
+    "rate_limit_storage": "rate-limit counters: memory:// (per gateway process) or "
+                          "async+redis://host:6379 (shared by every gateway)",
     "rate_limit_fail_open": "serve when the rate-limit store is unreachable (false: 503)",
     "triton_admin_url": "Triton's HTTP host:port for /admin/models/<name>/load and the version "
                         "loads, one per replica in --triton-url's order (default: "

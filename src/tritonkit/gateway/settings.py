@@ -81,7 +81,8 @@ class GatewaySettings:
     #: requests without a valid key (401s, /healthz, /readyz, /metrics, /docs) per client
     #: address; an address over it gets 429 before any key it sends is checked
     rate_limit_unauthenticated: str = "20/second"
-    #: where rate-limit counters live: memory:// (per replica) or async+redis://host:6379 (shared)
+    #: where rate-limit counters live: memory:// (per gateway process) or
+    #: async+redis://host:6379 (shared by every gateway)
     rate_limit_storage: str = "memory://"
     #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
     rate_limit_fail_open: bool = True
