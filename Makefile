@@ -29,7 +29,7 @@ GATEWAY_PORT ?= 8080
 GATEWAY_PROTOCOL ?= http
 TRITON_URL ?= 127.0.0.1:$(HTTP_PORT)
 
-.PHONY: help setup system-deps build-engines up restart rollout down test test-tools test-unit test-integration k8s-check lint bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
+.PHONY: help setup system-deps build-engines up restart rollout down test test-tools test-unit test-integration k8s-check lint docs-check bench bench-monitoring bench-gateway bench-variants bench-overload predict embed compose-config rules production-secrets clean certs api-key gateway
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ embed: $(STAMP) ## embed TEXT through a running `make up` (the minilm ensemble, 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check src tests scripts bench loadtests
 	$(VENV)/bin/mypy
+
+docs-check: ## check that Markdown links and anchors, and the code's pointers into README.md and docs/, lead somewhere
+	$(PYTHON) scripts/check_docs.py
 
 test-tools: ## the commands the tests run (Prometheus, Alertmanager, docker-compose, chromium, wrk, h2load, ...), each apt-get installed where missing
 	@scripts/test_tools.sh
