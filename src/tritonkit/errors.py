@@ -46,7 +46,7 @@ class ServerStopError(TritonKitError):
 
 class CustomerError(TritonKitError):
     """A customer record cannot be sent: the message names the row and the field, e.g.
-    ``row 3 (customer 7590-VHVEG): tenure: '' is not a number``."""
+    ``row 3 (customerid 7590-VHVEG): tenure: '' is not a number``."""
 
 
 class ServerUnavailableError(TritonKitError):
@@ -59,3 +59,7 @@ class ServerError(TritonKitError):
     def __init__(self, message: str, *, bad_request: bool = False) -> None:
         super().__init__(message)
         self.bad_request = bad_request
+
+
+class SettingsError(TritonKitError):
+    """A service's setting (a flag or its environment variable) has a value it cannot take."""

@@ -22,18 +22,26 @@ import numpy as np
 import pytest
 import uvicorn
 
-from tritonkit.features import ALL_FEATURES, CATEGORICAL_FEATURES, NUMERIC_BOUNDS
+from tritonkit.client.breaker import CircuitBreaker
 from tritonkit.gateway.app import create_app
 from tritonkit.gateway.auth import add_key, ensure_dev_keys
-from tritonkit.gateway.breaker import CircuitBreaker
 from tritonkit.gateway.edge import server_config
 from tritonkit.gateway.settings import GatewaySettings
 from tritonkit.gateway.tls import make_self_signed
 from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
 from tritonkit.gateway.wire import MODEL_NAME
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
+from tritonkit.tabular.contract import contract
 
 from ..support import counter, counter_settled, serve
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+CATEGORICAL_FEATURES = CHURN.categorical
+NUMERIC_BOUNDS = CHURN.bounds
+
+
 
 
 class RunningGateway:
@@ -42,7 +50,7 @@ class RunningGateway:
     def __init__(self, settings: GatewaySettings, cafile: Path | None) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = server_config(self.app, settings, host="127.0.0.1", port=0,
+        config = server_config(self.app, self.app.state.gateway, host="127.0.0.1", port=0,
                                log_level="warning", access_log=False, loop="asyncio")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

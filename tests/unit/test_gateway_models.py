@@ -8,10 +8,18 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from tritonkit.features import ALL_FEATURES, CATEGORICAL_FEATURES, NUMERIC_BOUNDS, FeatureSchema
+from tritonkit.client.fallback import FallbackModel
 from tritonkit.gateway.auth import KeyStore, add_key, ensure_dev_keys, presented_key
-from tritonkit.gateway.fallback import FallbackModel
 from tritonkit.gateway.models import ContractModels, customer_row, problems
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.schema import FeatureSchema
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+CATEGORICAL_FEATURES = CHURN.categorical
+NUMERIC_BOUNDS = CHURN.bounds
+
+
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +169,10 @@ def test_wire_encodes_rows_as_tritonclient_does_when_100_customers_are_sent(
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc._utils import _get_inference_request
 
-    from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
+    from tritonkit.tabular.contract import contract
+    from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_NUMERIC
+    CHURN = contract("churn")
+    pack = CHURN.pack
     from tritonkit.gateway import wire
 
     rows = _rows(customers, 100)
@@ -379,7 +390,7 @@ def test_upstream_over_http_maps_an_answer_to_its_kind_when_triton_fails(
         customers: list[dict[str, Any]], answer: Any, kind: str, message: str) -> None:
     import asyncio
 
-    from tritonkit.gateway.breaker import CircuitBreaker
+    from tritonkit.client.breaker import CircuitBreaker
     from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
 
     async def run() -> UpstreamError:
@@ -498,7 +509,7 @@ def test_upstream_over_grpc_maps_a_status_to_its_kind_when_triton_fails(
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from tritonkit.gateway.breaker import CircuitBreaker
+    from tritonkit.client.breaker import CircuitBreaker
     from tritonkit.gateway.upstream import TritonUpstream, UpstreamError
 
     class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]

@@ -28,9 +28,16 @@ from fastapi.responses import Response
 
 from tritonkit.client.repository import ReloadError
 from tritonkit.gateway.auth import KeyStore
-from tritonkit.gateway.predict import Reply, error_reply
+from tritonkit.gateway.errors import (
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    ReloadFailed,
+    Reply,
+    Unavailable,
+    UpstreamError,
+)
 from tritonkit.gateway.replicas import ReplicaState
-from tritonkit.gateway.transport import UpstreamError
 from tritonkit.gateway.versions import RolloutError, check_version
 from tritonkit.gateway.wire import MODEL_NAME
 
@@ -53,15 +60,9 @@ def as_response(reply: Reply) -> Response:
                     headers=dict(reply.headers))
 
 
-def _no_repository() -> Response:
-    return as_response(error_reply(
-        503, "unavailable", "no Triton HTTP address for the repository API: start the gateway "
-        "with --triton-admin-url (or --protocol http)"))
-
-
-def _bad(field: str, message: str, status: int = 400) -> Response:
-    return as_response(error_reply(status, "invalid_request", message,
-                                   [{"field": field, "message": message}]))
+def _no_repository() -> Unavailable:
+    return Unavailable("no Triton HTTP address for the repository API: start the gateway with "
+                       "--triton-admin-url (or --protocol http)")
 
 
 def admin_router(gateway: Gateway, store: Any) -> APIRouter:
@@ -88,17 +89,17 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         """The cure for a dead python stub: the model's served config plus one parameter,
         loaded with Triton's admin key (tritonkit.client.repository)."""
         if gateway.repositories is None:
-            return _no_repository()
+            raise _no_repository()
         try:
             for repository in gateway.repositories:
                 served = await asyncio.to_thread(repository.served)
                 if name not in served:
-                    return as_response(error_reply(
-                        404, "not_found", f"Triton at {repository.url} serves no model {name!r}",
-                        [{"field": "name", "message": f"expected one of {', '.join(served)}"}]))
+                    raise NotFound(f"Triton at {repository.url} serves no model {name!r}",
+                                   problems=[{"field": "name", "message": "expected one of "
+                                              f"{', '.join(served)}"}])
                 await asyncio.to_thread(repository.reload, name)
         except ReloadError as exc:
-            return as_response(error_reply(502, "upstream_error", str(exc)))
+            raise ReloadFailed(str(exc)) from exc
         return json_response(200, {"loaded": name})
 
     # -- replicas -----------------------------------------------------------------------------
@@ -119,9 +120,9 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         try:
             drained = await gateway.upstream.replicas.drain(index, timeout_s)
         except IndexError as exc:
-            return _bad("index", str(exc), 404)
+            raise InvalidRequest.of_field("index", str(exc), 404) from None
         except ValueError as exc:
-            return _bad("index", str(exc), 409)
+            raise InvalidRequest.of_field("index", str(exc), 409) from None
         return json_response(200, {"drained": drained, "replicas": _replicas()})
 
     @router.post("/replicas/{index}/enable", summary="Put a replica back in rotation "
@@ -131,7 +132,7 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         try:
             gateway.upstream.replicas.enable(index)
         except IndexError as exc:
-            return _bad("index", str(exc), 404)
+            raise InvalidRequest.of_field("index", str(exc), 404) from None
         return json_response(200, {"replicas": _replicas()})
 
     # -- versions and weights -----------------------------------------------------------------
@@ -146,14 +147,14 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
     async def _change_versions(version: str, replica: int | None, *, add: bool,
                                exclusive: bool = False, timeout_s: float) -> Response:
         if gateway.repositories is None:
-            return _no_repository()
+            raise _no_repository()
         try:
             version = check_version(version)
             targets = _targets(replica)
         except RolloutError as exc:
-            return _bad("version", str(exc))
+            raise InvalidRequest.of_field("version", str(exc)) from None
         except IndexError as exc:
-            return _bad("replica", str(exc), 404)
+            raise InvalidRequest.of_field("replica", str(exc), 404) from None
         loaded: dict[int, list[str]] = {}
         try:
             for index in targets:
@@ -172,8 +173,9 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
                 wanted = {version} if exclusive and add else (
                     set(ready) | {version} if add else set(ready) - {version})
                 if not wanted:
-                    return _bad("version", f"version {version} is the only one loaded on "
-                                           f"replica {index}: load another before it goes", 409)
+                    raise InvalidRequest.of_field(
+                        "version", f"version {version} is the only one loaded on replica "
+                                   f"{index}: load another before it goes", 409)
                 async with _out_of_rotation(gateway, index):
                     await asyncio.to_thread(repository.load_versions, MODEL_NAME,
                                             sorted(wanted, key=int))
@@ -181,9 +183,7 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
                         await _warm(gateway, index, version, timeout_s)
                 loaded[index] = sorted(wanted, key=int)
         except ReloadError as exc:
-            return as_response(error_reply(502, "upstream_error", str(exc)))
-        except UpstreamError as exc:
-            return as_response(error_reply(504, "not_ready", exc.message))
+            raise ReloadFailed(str(exc)) from exc
         return json_response(200, {"version": version, "loaded": {
             str(i): versions for i, versions in loaded.items()},
             "weights": gateway.router.as_dict()})
@@ -201,8 +201,8 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
     async def unload_version(version: str, replica: int | None = None) -> Response:
         if version in gateway.router.weights and gateway.router.weights[version] > 0:
             weight = gateway.router.weights[version]
-            return _bad("version", f"version {version} still has {weight:g} % of the "
-                                   "customers: set its weight to 0 first", 409)
+            raise InvalidRequest.of_field("version", f"version {version} still has {weight:g} % "
+                                          "of the customers: set its weight to 0 first", 409)
         return await _change_versions(version, replica, add=False, timeout_s=60.0)
 
     @router.get("/rollout", summary="Weights, stable version, per-version counts and replicas "
@@ -225,7 +225,7 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         try:
             gateway.set_weights(dict(body.get("weights") or {}), body.get("stable"))
         except (RolloutError, TypeError, ValueError) as exc:
-            return _bad("weights", str(exc))
+            raise InvalidRequest.of_field("weights", str(exc)) from None
         return json_response(200, gateway.router.as_dict())
 
     @router.post("/rollout/rollback", summary="Every customer back to the stable version, "
@@ -234,8 +234,9 @@ def admin_router(gateway: Gateway, store: Any) -> APIRouter:
         stable = gateway.router.stable
         version = str(body.get("version", ""))
         if stable is None or version == stable:
-            return _bad("version", f"nothing to roll back to: the stable version is {stable}, "
-                                   f"the version rolled back {version or 'not given'}", 409)
+            raise InvalidRequest.of_field(
+                "version", f"nothing to roll back to: the stable version is {stable}, the "
+                           f"version rolled back {version or 'not given'}", 409)
         gateway.set_weights({stable: 100.0}, stable)
         gateway.metrics.rollbacks.labels(version).inc()
         gateway.log_rollback(version, str(body.get("reason", "")))
@@ -269,18 +270,20 @@ async def _warm(gateway: Gateway, index: int, version: str, timeout_s: float) ->
     inferences (python steps import and allocate on their first calls).
 
     Raises:
-        UpstreamError: not ready within `timeout_s`, or a warm-up call failed.
+        NotReady: not ready within `timeout_s`, or a warm-up call failed.
     """
     assert gateway.upstream is not None
     replica = gateway.upstream.replicas.replicas[index]
     deadline = time.monotonic() + timeout_s
     while not await replica.transport.ready(gateway.settings.triton_timeout_s, version):
         if time.monotonic() > deadline:
-            raise UpstreamError("unavailable", f"version {version} is not ready on {replica.url} "
-                                f"after {timeout_s:g} s")
+            raise NotReady(f"version {version} is not ready on {replica.url} after "
+                           f"{timeout_s:g} s")
         await asyncio.sleep(0.1)
     for _ in range(WARMUP_CALLS):
-        await replica.transport.infer([gateway.probe_row], max(5.0, gateway.settings
-                                                               .triton_timeout_s), version,
-                                      probe=True)
-
+        try:
+            await replica.transport.infer([gateway.probe_row],
+                                          max(5.0, gateway.settings.triton_timeout_s), version,
+                                          probe=True)
+        except UpstreamError as exc:
+            raise NotReady(exc.message) from exc

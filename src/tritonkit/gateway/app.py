@@ -9,8 +9,9 @@ packed entry point `churn_packed`, or from the fallback model (`degraded: true`)
 cannot. The two prediction routes take that path as plain ASGI (`predict.PredictEndpoint`)
 without FastAPI's own stack; every other route is FastAPI's::
 
-    app = create_app(GatewaySettings(triton_url="127.0.0.1:8001"))   # around a core.Gateway
-    uvicorn.run(app, port=8080)            # what `python -m tritonkit.gateway.cli` does
+    app = create_app(GatewaySettings(triton_url="127.0.0.1:8000"))   # around a core.Gateway
+    app = gateway_app(gateway)             # around a Gateway already made (the CLI's)
+    uvicorn.run(app, port=8080)
 """
 
 from __future__ import annotations
@@ -28,27 +29,24 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.gateway.admin import admin_router, as_response, json_response
 from tritonkit.gateway.auth import KEY_HEADER, ApiKeyMiddleware
 from tritonkit.gateway.core import Gateway
+from tritonkit.gateway.errors import CRASHED, GatewayError, InvalidRequest, problem_reply
 from tritonkit.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
 from tritonkit.gateway.models import BatchPredictions, ErrorBody, Prediction
 from tritonkit.gateway.predict import (
     PREDICT_PATHS,
     PredictEndpoint,
-    Problem400,
-    TooLarge,
-    crashed_reply,
-    error_reply,
+    contract_refusal,
     pin_version,
     predict_batch_reply,
     predict_reply,
     receive_body,
-    refused,
 )
 from tritonkit.gateway.ratelimit import RateLimitMiddleware
 from tritonkit.gateway.settings import GatewaySettings
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +62,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Triton unavailable and no fallback, or the "
                                              "gateway's queue to Triton full; see Retry-After"},
 }
-
-
-_json = json_response
-_response = as_response
 
 
 class GatewayAPI(FastAPI):
@@ -95,10 +89,16 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
         "security": [{"ApiKey": []}]}
 
 
-def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = None
+def create_app(settings: GatewaySettings, artifacts: TabularArtifacts | None = None
                ) -> GatewayAPI:
-    """The gateway's ASGI app (Triton's client is created when the app starts)."""
-    gateway = Gateway(settings, artifacts)
+    """The gateway's ASGI app around a new `core.Gateway` (Triton's client is created when the
+    app starts)."""
+    return gateway_app(Gateway(settings, artifacts))
+
+
+def gateway_app(gateway: Gateway) -> GatewayAPI:
+    """The FastAPI app of `gateway`: its routes, middlewares and OpenAPI document."""
+    settings = gateway.settings
     models = gateway.models
 
     @contextlib.asynccontextmanager
@@ -140,8 +140,8 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
     async def predict(request: Request) -> Response:
         raw = await receive_body(request.scope, request.receive, settings.max_body_bytes)
         state = request.scope.setdefault("state", {})
-        pinned = pin_version(request.scope, state)
-        return _response(pinned or await predict_reply(gateway, raw, state))
+        pin_version(request.scope, state)
+        return as_response(await predict_reply(gateway, raw, state))
 
     @app.post("/predict/batch", response_model=None,
               openapi_extra=_request_body(models.batch),
@@ -150,8 +150,8 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
     async def predict_batch(request: Request) -> Response:
         raw = await receive_body(request.scope, request.receive, settings.max_body_bytes)
         state = request.scope.setdefault("state", {})
-        pinned = pin_version(request.scope, state)
-        return _response(pinned or await predict_batch_reply(gateway, raw, state))
+        pin_version(request.scope, state)
+        return as_response(await predict_batch_reply(gateway, raw, state))
 
     @app.get("/healthz", summary="Liveness: the gateway process answers")
     async def healthz() -> dict[str, str]:
@@ -163,36 +163,33 @@ def create_app(settings: GatewaySettings, artifacts: ChurnArtifacts | None = Non
         ok, detail = await gateway.ready()
         body = {"ready": ok, "triton": detail, "breaker": gateway.breaker.state.name.lower(),
                 "fallback": gateway.fallback.version if gateway.fallback else None}
-        return _json(200 if ok else 503, body)
+        return json_response(200 if ok else 503, body)
 
     if settings.metrics_port is None:
         @app.get("/metrics", summary="Prometheus metrics of the gateway")
         async def metrics() -> Response:
             return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
+    # Every refusal is a GatewayError, answered by errors.problem_reply, as on the fast path.
+    @app.exception_handler(GatewayError)
+    async def refused(request: Request, exc: GatewayError) -> Response:
+        return as_response(problem_reply(exc))
+
     @app.exception_handler(ValidationError)
     async def invalid(request: Request, exc: ValidationError) -> Response:
-        return _response(refused(exc))
+        return as_response(problem_reply(contract_refusal(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_params(request: Request, exc: RequestValidationError) -> Response:
         found = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                  for e in exc.errors()]
-        return _response(error_reply(400, "invalid_request", "invalid request parameters",
-                                     found))
-
-    @app.exception_handler(Problem400)
-    async def refused_problem(request: Request, exc: Problem400) -> Response:
-        return _response(refused(exc))
-
-    @app.exception_handler(TooLarge)
-    async def too_large(request: Request, exc: TooLarge) -> Response:
-        return _response(refused(exc))
+        return as_response(problem_reply(InvalidRequest("invalid request parameters",
+                                                        problems=found)))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error on %s", request.url.path)
-        return _response(crashed_reply())
+        return as_response(problem_reply(GatewayError(CRASHED)))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -22,18 +22,17 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
-
+from tritonkit.gateway.errors import Forbidden, Unauthorized, send_problem
 from tritonkit.gateway.settings import DEV_KEY_FILES
 
-if TYPE_CHECKING:  # ratelimit imports send_error from here
-    from tritonkit.gateway.ratelimit import RateLimits, Refusal
+if TYPE_CHECKING:
+    from tritonkit.gateway.ratelimit import RateLimits
 
 Role = Literal["caller", "admin"]
 KEY_HEADER = "X-API-Key"
 _KEY_HEADER_LOWER = KEY_HEADER.lower().encode()
 _PREFIX = "tk_"
-_CHALLENGE = f'ApiKey header="{KEY_HEADER}"'.encode()
+_CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{KEY_HEADER}"'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +183,7 @@ class ApiKeyMiddleware:
             # key is hashed, and counts if its key turns out wrong.
             refusal = limits.refuse_address(address) if guarded else limits.charge_address(address)
             if refusal is not None:
-                await send_refusal(send, refusal)
+                await send_problem(send, refusal)
                 return
         if not guarded:
             await self.app(scope, receive, send)
@@ -193,14 +192,14 @@ class ApiKeyMiddleware:
         if owner is None:
             refusal = None if limits is None else limits.charge_address(address)
             if refusal is not None:
-                await send_refusal(send, refusal)
+                await send_problem(send, refusal)
                 return
-            await send_error(send, 401, "unauthorized",
-                             f"missing or invalid API key: send it in the {KEY_HEADER} header",
-                             headers=[(b"www-authenticate", _CHALLENGE)])
+            await send_problem(send, Unauthorized(
+                f"missing or invalid API key: send it in the {KEY_HEADER} header",
+                headers=_CHALLENGE))
             return
         if admin and owner.role != "admin":
-            await send_error(send, 403, "forbidden", "this endpoint needs an admin key")
+            await send_problem(send, Forbidden("this endpoint needs an admin key"))
             return
         scope.setdefault("state", {})["api_key"] = owner
         await self.app(scope, receive, send)
@@ -210,20 +209,3 @@ def _address(scope: Any) -> str:
     """The client's address (uvicorn's, after any trusted proxy's X-Forwarded-For)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
-
-
-async def send_error(send: Any, status: int, error: str, message: str,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer an ASGI request with the contract's error body."""
-    body = orjson.dumps({"error": error, "message": message, "problems": []})
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *(headers or []),
-    ]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_refusal(send: Any, refusal: Refusal) -> None:
-    """Answer an ASGI request with a rate limit's refusal (429 or 503, Retry-After)."""
-    await send_error(send, refusal.status, refusal.error, refusal.message,
-                     headers=refusal.headers)

@@ -30,21 +30,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from tritonkit.gateway.upstream import Answer, UpstreamError
+from tritonkit.gateway.errors import QueueFull, UpstreamError
+from tritonkit.gateway.wire import Answer
+
+__all__ = ["Coalescer", "QueueFull"]
 
 logger = logging.getLogger(__name__)
 
 Rows = Sequence[Mapping[str, Any]]
 Infer = Callable[[Rows], Awaitable[list[Answer]]]
-
-
-class QueueFull(Exception):
-    """The coalescer holds `max_pending_rows` customers: this caller is refused, not queued."""
-
-    def __init__(self, pending: int, bound: int) -> None:
-        super().__init__(f"the gateway's queue to Triton is full: it holds {pending} customers, "
-                         f"its bound is {bound}; retry after the Retry-After header's seconds")
-        self.bound = bound
 
 
 @dataclasses.dataclass

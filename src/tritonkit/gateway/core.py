@@ -1,7 +1,8 @@
 """One gateway process's state and its way to an answer: the contract, keys, limits, the
 breaker, the Triton replicas, the version router and its counts, the coalescers and the
-fallback. The ASGI edge (`predict.PredictEndpoint`), the FastAPI routes (`app`) and the admin
-routes (`admin`) all answer through it::
+fallback. The prediction endpoint (`predict.PredictEndpoint`), the FastAPI routes (`app`), the
+admin routes (`admin`) and the HTTP edge (`edge`, for its settings and refusal counts) all
+stand on it; it imports none of them, and answers failures by raising `errors.GatewayError`s::
 
     gateway = Gateway(GatewaySettings(triton_url="127.0.0.1:8000", protocol="http"))
     await gateway.start()                  # inside the event loop: the clients bind to it
@@ -22,20 +23,20 @@ from typing import Any
 import orjson
 from prometheus_client import start_http_server
 
-from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.client.breaker import CircuitBreaker
+from tritonkit.client.fallback import FallbackModel
 from tritonkit.client.repository import TritonRepository
 from tritonkit.gateway.auth import KeyStore
 from tritonkit.gateway.batcher import Coalescer
-from tritonkit.gateway.breaker import CircuitBreaker
-from tritonkit.gateway.fallback import FallbackModel
+from tritonkit.gateway.errors import QueueFull, UpstreamError
 from tritonkit.gateway.metrics import GatewayMetrics
 from tritonkit.gateway.models import ContractModels
-from tritonkit.gateway.predict import Problem400
 from tritonkit.gateway.ratelimit import RateLimits
 from tritonkit.gateway.replicas import parse_urls
 from tritonkit.gateway.settings import GatewayConfigError, GatewaySettings, production_problems
-from tritonkit.gateway.upstream import Answer, TritonUpstream, UpstreamError
+from tritonkit.gateway.upstream import Answer, TritonUpstream
 from tritonkit.gateway.versions import RolloutError, VersionRouter, VersionStats
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """Everything one gateway process holds: contract, keys, limits, breaker, Triton, fallback."""
 
-    def __init__(self, settings: GatewaySettings, artifacts: ChurnArtifacts | None = None
+    def __init__(self, settings: GatewaySettings, artifacts: TabularArtifacts | None = None
                  ) -> None:
         problems = production_problems(settings)
         if problems:
             raise GatewayConfigError("the gateway will not serve outside dev mode: "
                                      + "; ".join(problems))
         self.settings = settings
-        paths = artifacts or ChurnArtifacts.for_version(settings.model_version)
+        paths = artifacts or TabularArtifacts.for_version(settings.model_version)
         self.schema = paths.load_schema()
         self.models = ContractModels.build(self.schema, settings.max_batch)
         self.fallback = FallbackModel.load(paths.fallback) if settings.fallback else None
@@ -194,10 +195,10 @@ class Gateway:
         per version.
 
         Raises:
-            Problem400: Triton refused the input (cannot happen for validated rows, but Triton
-                has the last word).
-            UpstreamError: Triton failed and there is no fallback.
-            QueueFull: the coalescer holds its bound of customers already.
+            UpstreamError: Triton refused the input (`bad_request`: cannot happen for validated
+                rows, but Triton has the last word), or Triton failed and there is no fallback
+                (with the breaker's Retry-After when the caller may retry).
+            QueueFull: the coalescer holds its bound of customers already (counted).
         """
         if version is not None or not self.router.weights:
             return await self._answer_version(rows, version, coalesce)
@@ -224,11 +225,12 @@ class Gateway:
             else:
                 answers = await self._infer_counted(rows, version)
             return answers, [False] * len(rows)
+        except QueueFull:
+            self.metrics.queue_full.inc()
+            raise
         except UpstreamError as exc:
-            if exc.kind == "bad_request":
-                raise Problem400([{"field": "features", "message": exc.message}],
-                                 "Triton refused the input") from exc
-            if self.fallback is None:
+            if exc.blames_caller or self.fallback is None:
+                exc.advise_retry(self.breaker.retry_after_s)
                 raise
             self.metrics.fallback_answers.labels(exc.kind).inc(len(rows))
             fallback = self.fallback.version

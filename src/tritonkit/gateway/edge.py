@@ -13,33 +13,41 @@ protocol with three limits (GatewaySettings):
 - `max_connections`: a request that arrives while more connections are open gets 503 with
   `Retry-After` and the connection closes; the deadlines above reap the slow ones.
 
-Each refusal is counted (`gateway_connection_refusals_total{reason}`)::
+Each refusal is counted (`gateway_connection_refusals_total{reason}`) and answered as every
+gateway error is (`errors.problem_reply`), then the connection closes. The edge stands on the
+core (`core.Gateway`: its settings and metrics), not on the FastAPI app it serves::
 
-    config = server_config(app, settings, log_level="info")   # what the CLI serves
+    config = server_config(gateway_app(gateway), gateway, log_level="info")   # the CLI's
     uvicorn.Server(config).run()
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tritonkit.gateway.settings import GatewaySettings
+from tritonkit.gateway.errors import GatewayError, RequestTimeout, Unavailable, problem_reply
+
+if TYPE_CHECKING:
+    from tritonkit.gateway.core import Gateway
 
 logger = logging.getLogger(__name__)
 #: How long a refused connection may take to close before it is aborted, seconds.
 _ABORT_AFTER_S = 1.0
 
 
-def _response(status: bytes, error: str, message: str, extra: bytes = b"") -> bytes:
-    body = orjson.dumps({"error": error, "message": message, "problems": []})
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n" % len(body) + extra + b"\r\n" + body)
+def _response(exc: GatewayError) -> bytes:
+    """The raw HTTP/1.1 answer to `exc`, closing the connection."""
+    reply = problem_reply(exc)
+    head = [f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}",
+            "content-type: application/json", f"content-length: {len(reply.body)}",
+            "connection: close", *(f"{k.lower()}: {v}" for k, v in reply.headers.items())]
+    return "\r\n".join([*head, "", ""]).encode("latin-1") + reply.body
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -78,10 +86,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         if len(self.connections) > self.max_connections:
-            self._refuse("connection_limit", _response(
-                b"503 Service Unavailable", "unavailable",
+            self._refuse("connection_limit", Unavailable(
                 f"the gateway holds {len(self.connections) - 1} connections, its limit is "
-                f"{self.max_connections}: retry shortly", b"retry-after: 1\r\n"))
+                f"{self.max_connections}: retry shortly", retry_after_s=1))
             return
         super().on_headers_complete()
         self._arm("body")  # a request without a body completes at once: disarmed below
@@ -120,15 +127,14 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._close()
             return
         what = "headers" if phase == "header" else "body"
-        self._refuse(f"{phase}_timeout", _response(
-            b"408 Request Timeout", "request_timeout",
+        self._refuse(f"{phase}_timeout", RequestTimeout(
             f"the request's {what} did not arrive within {timeout_s:g} s"))
 
-    def _refuse(self, reason: str, response: bytes) -> None:
+    def _refuse(self, reason: str, exc: GatewayError) -> None:
         self._refused = True
         self._count(reason)
         logger.info("refused %s: %s", self.client, reason)
-        self.transport.write(response)
+        self.transport.write(_response(exc))
         self._close()
 
     def _close(self) -> None:
@@ -149,15 +155,16 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.refusals.labels(reason).inc()
 
 
-def server_config(app: Any, settings: GatewaySettings, **options: Any) -> uvicorn.Config:
-    """uvicorn's configuration for the gateway `app` (from `create_app`): TLS, the guarded
-    protocol with the settings' deadlines and limit; `options` go to uvicorn.Config."""
-    metrics = app.state.gateway.metrics
+def server_config(app: Any, gateway: Gateway, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the ASGI `app` serving `gateway` (`app.gateway_app`): TLS,
+    the guarded protocol with the settings' deadlines and limit, its refusals counted in the
+    gateway's metrics; `options` go to uvicorn.Config."""
+    settings = gateway.settings
     protocol = type("GatewayHttp", (GuardedHttpTools,), {
         "header_timeout_s": settings.header_timeout_s,
         "body_timeout_s": settings.body_timeout_s,
         "max_connections": settings.max_connections,
-        "refusals": metrics.connection_refusals,
+        "refusals": gateway.metrics.connection_refusals,
     })
     values: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "ssl_certfile": settings.tls_cert,

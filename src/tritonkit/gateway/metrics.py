@@ -2,7 +2,7 @@
 every request by route, status and model version.
 
 Triton's response-cache hits are Triton's to count: `nv_cache_num_hits_per_model` and
-`nv_cache_num_misses_per_model{model="churn"}` on Triton's /metrics (README, the public API)::
+`nv_cache_num_misses_per_model{model="churn"}` on Triton's /metrics (docs/gateway.md, "Caching")::
 
     metrics = GatewayMetrics()
     app = MetricsMiddleware(app, metrics=metrics)
@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from tritonkit.gateway.breaker import BreakerState
+from tritonkit.client.breaker import BreakerState
 from tritonkit.gateway.replicas import Replica
 
 #: Routes counted under their own name; anything else is "other" (bounded label values).

@@ -1,8 +1,9 @@
 """The public contract of `/predict`: typed request and response models built from the schema.
 
-The 19 features are one pydantic model whose categories are enums of the trained categories
-(`feature_schema.json`), whose numbers carry NUMERIC_BOUNDS as ranges, and which refuses unknown
-fields. `problems()` turns a validation error into the 400 body's list, one entry per field::
+The features are one pydantic model whose categories are enums of the trained categories
+(`feature_schema.json`), whose numbers carry the schema's bounds as ranges, and which refuses
+unknown fields. `problems()` turns a validation error into the 400 body's list, one entry per
+field::
 
     models = ContractModels.build(schema, max_batch=256)
     request = models.predict.model_validate_json(b'{"customer_id": "c1", "features": {...}}')
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from tritonkit.features import NUMPY_DTYPES, FeatureSchema
+from tritonkit.tabular.schema import FeatureSchema
 
 RiskLevel = Literal["low", "medium", "high"]
 #: What a customer id may be: printable, short enough to log and to echo back.
@@ -69,15 +70,14 @@ def _category_enum(name: str, categories: tuple[str, ...]) -> type[enum.Enum]:
 
 
 def features_model(schema: FeatureSchema) -> type[BaseModel]:
-    """The model of one customer's 19 features, from the trained schema.
+    """The model of one row's features, from the trained schema.
 
     Numbers are strict (a JSON string or boolean is refused, not coerced), finite and inside
-    their NUMERIC_BOUNDS; integer inputs (seniorcitizen) take JSON integers only.
+    their bounds; whole-number inputs take JSON integers only.
     """
     fields: dict[str, Any] = {}
     for feature in schema.numeric:
-        integer = NUMPY_DTYPES[feature.name].__name__.startswith("int")
-        kind: type = int if integer else float
+        kind: type = int if feature.integer else float
         fields[feature.name] = (Annotated[kind, Field(
             strict=True, ge=feature.minimum, le=feature.maximum, allow_inf_nan=False,
         )], ...)
@@ -86,7 +86,7 @@ def features_model(schema: FeatureSchema) -> type[BaseModel]:
     return create_model(
         "CustomerFeatures",
         __config__=ConfigDict(extra="forbid", frozen=True),
-        __doc__="The 19 features of one customer (names and spelling of the Telco CSV).",
+        __doc__="The features of one row (names and spelling of the model's dataset).",
         **fields,
     )
 

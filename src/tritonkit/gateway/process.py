@@ -1,10 +1,10 @@
 """The one owner of a gateway process beside Triton (`make up`, the benchmark).
 
-A `ChildProcess` (serve/process.py): started as a child that dies with its parent, ready when
+A `ChildProcess` (child_process.py): started as a child that dies with its parent, ready when
 `/healthz` answers (connection errors mean "not yet", an exit is raised with the log's tail),
 stopped with SIGINT → wait → kill::
 
-    with GatewayProcess(triton_url=triton.grpc_url, port=8080) as gateway:
+    with GatewayProcess(triton_url="127.0.0.1:8000", port=8080) as gateway:   # Triton's HTTP
         print(gateway.url)                    # http://127.0.0.1:8080
 """
 
@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
-from tritonkit.serve.process import ChildProcess, http_ok
+from tritonkit.child_process import ChildProcess, http_ok
+from tritonkit.gateway.settings import DEFAULT_KEYS_FILE, WireProtocol
 
 
 class GatewayProcess(ChildProcess):
@@ -27,7 +27,8 @@ class GatewayProcess(ChildProcess):
     # uvicorn finishes the requests in flight on SIGINT.
     stop_signal = signal.SIGINT
 
-    def __init__(self, *, triton_url: str, protocol: str = "grpc", host: str = "127.0.0.1",
+    def __init__(self, *, triton_url: str, protocol: WireProtocol = "http",
+                 host: str = "127.0.0.1",
                  port: int = 8080, tls_cert: Path | None = None, tls_key: Path | None = None,
                  keys_file: Path = DEFAULT_KEYS_FILE, log_file: Path | None = None,
                  dev_mode: bool = False, extra_args: Sequence[str] = ()) -> None:

@@ -24,7 +24,7 @@ shares them. If the store cannot be reached the gateway serves anyway (fail open
 `gateway_ratelimit_store_errors_total`) unless told to fail closed (503)::
 
     limits = RateLimits(per_key="500/second", overall="5000/second", storage="memory://")
-    refusal = await limits.admit("billing", cost=1)   # None, or the Refusal to answer with
+    refusal = await limits.admit("billing", cost=1)   # None, or the error to answer with
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from tritonkit.gateway.auth import send_refusal
+from tritonkit.gateway.errors import RateLimited, Unavailable, send_problem
 
 logger = logging.getLogger(__name__)
 #: Above this many client addresses, those idle for a whole window are forgotten (then again at
@@ -47,22 +47,9 @@ logger = logging.getLogger(__name__)
 _SWEEP_ADDRESSES_AT = 10_000
 
 
-class Refusal(NamedTuple):
-    """A request the limits refuse, as its answer: status (429, or 503 when a store that fails
-    closed is down), the contract's error, its message, and Retry-After's seconds (None when
-    waiting cannot help)."""
-
-    status: int
-    error: str
-    message: str
-    retry_after_s: int | None = None
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """The ASGI headers of the answer (Retry-After, when there is one)."""
-        if self.retry_after_s is None:
-            return []
-        return [(b"retry-after", str(self.retry_after_s).encode())]
+#: What the limits refuse a request with: 429 (RateLimited), or 503 when a store that fails
+#: closed is down (Unavailable), each with Retry-After unless waiting cannot help.
+Refusal: TypeAlias = RateLimited | Unavailable
 
 
 def _async_uri(uri: str) -> str:
@@ -193,8 +180,8 @@ class RateLimits:
             except Exception as exc:
                 self.on_store_error()
                 if not self.fail_open:
-                    return Refusal(503, "unavailable", "rate limits cannot be checked: "
-                                   f"rate-limit store {self.storage_uri}: {exc}", 1)
+                    return Unavailable("rate limits cannot be checked: rate-limit store "
+                                       f"{self.storage_uri}: {exc}", retry_after_s=1)
                 logger.warning("rate-limit store %s failed (serving anyway): %s",
                                self.storage_uri, exc)
                 return None
@@ -203,18 +190,17 @@ class RateLimits:
         scope, retry_after_s = verdict
         self.on_reject(scope)
         limit = self.per_key if scope == "key" else self.overall
-        return Refusal(429, "rate_limited",
-                       f"{_which(scope)} rate limit of {limit} is exceeded: retry after the "
-                       "Retry-After header's seconds", _seconds(retry_after_s))
+        return RateLimited(f"{_which(scope)} rate limit of {limit} is exceeded: retry after the "
+                           "Retry-After header's seconds", retry_after_s=_seconds(retry_after_s))
 
-    def _never_fits(self, total: int) -> Refusal:
+    def _never_fits(self, total: int) -> RateLimited:
         scope, item = (("key", self.per_key) if total > self.per_key.amount
                        else ("global", self.overall))
         self.on_reject(scope)
-        return Refusal(429, "rate_limited", (
+        return RateLimited(
             f"a request of {total} customers costs {total} hits of {_which(scope)} rate limit "
             f"of {item}, more than it allows at all: send at most {self._largest_cost} "
-            "customers per request"))
+            "customers per request")
 
     def _charge_local(self, key_name: str, cost: int, paid: int) -> tuple[str, float] | None:
         local = self._local
@@ -245,14 +231,14 @@ class RateLimits:
         return max(0.0, stats.reset_time - time.time())
 
     # -- callers without one -----------------------------------------------------------------
-    def refuse_address(self, address: str) -> Refusal | None:
+    def refuse_address(self, address: str) -> RateLimited | None:
         """The 429 for `address` if its requests without a valid key have used up their limit
         (counts nothing: what the key middleware asks before it hashes a key)."""
         if self._addresses.test(self.unauthenticated, address):
             return None
         return self._address_refusal(address)
 
-    def charge_address(self, address: str) -> Refusal | None:
+    def charge_address(self, address: str) -> RateLimited | None:
         """Count one request without a valid key from `address`: None if it fits, else its
         429."""
         if len(self._addresses) > self._sweep_at:
@@ -262,13 +248,13 @@ class RateLimits:
             return None
         return self._address_refusal(address)
 
-    def _address_refusal(self, address: str) -> Refusal:
+    def _address_refusal(self, address: str) -> RateLimited:
         self.on_reject("unauthenticated")
         wait = self._addresses.retry_after_s(self.unauthenticated, address)
-        return Refusal(429, "rate_limited", (
+        return RateLimited(
             f"too many requests without a valid API key from this address (limit "
-            f"{self.unauthenticated}): retry after the Retry-After header's seconds"),
-            _seconds(wait))
+            f"{self.unauthenticated}): retry after the Retry-After header's seconds",
+            retry_after_s=_seconds(wait))
 
 
 def _which(scope: str) -> str:
@@ -291,6 +277,6 @@ class RateLimitMiddleware:
             return
         refusal = await self.limits.admit(owner.name)
         if refusal is not None:
-            await send_refusal(send, refusal)
+            await send_problem(send, refusal)
             return
         await self.app(scope, receive, send)

@@ -38,9 +38,11 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from tritonkit.gateway.transport import Transport, UpstreamError, transport_for
+from tritonkit.gateway.errors import UpstreamError
+from tritonkit.gateway.settings import WireProtocol
+from tritonkit.gateway.transport import Transport, transport_for
 from tritonkit.gateway.wire import Answer
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def parse_urls(urls: str | Sequence[str]) -> list[str]:
 class ReplicaSet:
     """The Triton replicas one gateway calls (one transport each), with their health."""
 
-    def __init__(self, urls: str | Sequence[str], protocol: Literal["grpc", "http"], *,
+    def __init__(self, urls: str | Sequence[str], protocol: WireProtocol, *,
                  timeout_s: float, eject_failures: int = 2, health_interval_s: float = 1.0,
                  probe_row: Mapping[str, Any] | None = None,
                  on_change: Callable[[Replica], None] | None = None,

@@ -1,23 +1,27 @@
-"""Runtime settings of the gateway: one frozen dataclass, each field with its flag's help.
+"""Runtime settings of the gateway: one frozen pydantic-settings class, each field described once
+(its description is the `--help` of its flag).
 
-`tritonkit.gateway.cli` fills it from flags whose defaults come from `TRITONKIT_GATEWAY_*`
-environment variables; tests build it directly::
+`tritonkit.gateway.cli serve` takes every field as a flag (`--triton-url`) that falls back to
+the environment variable TRITONKIT_GATEWAY_<FIELD> (`tritonkit.settings`); tests build it
+directly (the variables still apply to what they leave out)::
 
     settings = GatewaySettings(triton_url="127.0.0.1:8001", protocol="grpc", port=0)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Literal
 
 from limits import parse
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from tritonkit.errors import TritonKitError
 from tritonkit.paths import CACHE
+from tritonkit.settings import ServiceSettings
 
 GATEWAY_DIR = CACHE / "gateway"
 #: The key store (hashes only) that `make up` and `make api-key` create on first use.
@@ -26,117 +30,147 @@ DEFAULT_KEYS_FILE = GATEWAY_DIR / "keys.json"
 CERTS_DIR = CACHE / "certs"
 #: The plain development keys `ensure_dev_keys` keeps beside the store (caller, admin).
 DEV_KEY_FILES = ("dev-api-key", "dev-admin-key")
+#: How the gateway talks to Triton: KServe v2 over HTTP/1.1 or gRPC.
+WireProtocol = Literal["http", "grpc"]
+ENV_PREFIX = "TRITONKIT_GATEWAY_"
 
 
 class GatewayConfigError(TritonKitError):
     """The gateway's settings cannot serve: the message says what to change."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class GatewaySettings:
-    """How the gateway runs; `help` of each field is the CLI flag's help."""
+class GatewaySettings(ServiceSettings):
+    """How the gateway runs: flags of `tritonkit.gateway.cli serve`, TRITONKIT_GATEWAY_*."""
 
-    #: host:port of Triton (gRPC port for grpc, HTTP port for http); several replicas
-    #: comma-separated ("10.0.0.1:8000,10.0.0.2:8000"): least outstanding requests first
-    triton_url: str = "127.0.0.1:8001"
-    #: protocol to Triton: grpc (one grpc.aio channel) or http (binary tensors on keep-alive
-    #: connections: less of the gateway's CPU per call, see README, the public API)
-    protocol: Literal["grpc", "http"] = "grpc"
-    #: address the gateway binds
-    host: str = "127.0.0.1"
-    #: port the gateway listens on (0: any free port, reported at start)
-    port: int = 8080
-    #: TLS certificate (PEM); with tls_key, the gateway serves HTTPS only
-    tls_cert: Path | None = None
-    #: TLS private key (PEM)
-    tls_key: Path | None = None
-    #: the key store: JSON with the SHA-256 of each API key, never the keys (required outside
-    #: dev mode; in dev mode the development store, .cache/gateway/keys.json)
-    keys_file: Path | None = None
-    #: development mode (make up, make gateway): the development keys, plain HTTP and the
-    #: interactive docs are allowed. Outside it the gateway refuses to start on development
-    #: keys, an empty or unreadable key store, or plain HTTP without plain_http
-    dev_mode: bool = False
-    #: serve plain HTTP outside dev mode: only behind a proxy that terminates TLS
-    plain_http: bool = False
-    #: serve /docs and /openapi.json (the API's interactive documentation)
-    docs: bool = True
-    #: serve /metrics on this port (plain HTTP, for Prometheus on an internal network) and not
-    #: on the public one; none: /metrics on the public port
-    metrics_port: int | None = None
-    #: longest a request's headers may take to arrive, seconds (408 beyond)
-    header_timeout_s: float = 10.0
-    #: longest a request's body may take to arrive once its headers did, seconds (408 beyond)
-    body_timeout_s: float = 10.0
-    #: idle time after which a kept-alive connection is closed, seconds
-    keep_alive_timeout_s: float = 5.0
-    #: connections open at once; a request beyond gets 503 with Retry-After
-    max_connections: int = 1024
-    #: customers per key, in the `limits` notation ("500/second", "10000/minute"): a call to
-    #: /predict costs 1, a batch of n customers n; a batch above it is never served (keep it at
-    #: least max_batch)
-    rate_limit_per_key: str = "500/second"
-    #: customers for all keys together (a request it refuses costs its key nothing)
-    rate_limit_global: str = "5000/second"
-    #: requests without a valid key (401s, /healthz, /readyz, /metrics, /docs) per client
-    #: address; an address over it gets 429 before any key it sends is checked
-    rate_limit_unauthenticated: str = "20/second"
-    #: where rate-limit counters live: memory:// (per gateway process) or
-    #: async+redis://host:6379 (shared by every gateway)
-    rate_limit_storage: str = "memory://"
-    #: when the rate-limit store cannot be reached: serve anyway (open) or answer 503 (closed)
-    rate_limit_fail_open: bool = True
-    #: Triton's HTTP host:port for the admin reload (/admin/models/<name>/load) and version
-    #: loads, which use the repository API, one per replica in triton_url's order; default:
-    #: triton_url when protocol is http
-    triton_admin_url: str | None = None
-    #: a file holding the key of Triton's restricted APIs (what the admin reload sends);
-    #: none: the reload goes keyless, which a restricted Triton refuses (403)
-    triton_admin_key_file: Path | None = None
-    #: deadline of one call to Triton, seconds
-    triton_timeout_s: float = 1.0
-    #: coalesce concurrent /predict calls into one Triton request
-    coalesce: bool = True
-    #: longest a request waits for others to join its Triton request, seconds
-    coalesce_max_wait_s: float = 0.002
-    #: most customers in one coalesced Triton request (at most the model's max_batch_size)
-    coalesce_max_rows: int = 64
-    #: Triton requests in flight at once from the coalescer; more requests wait and merge
-    coalesce_max_in_flight: int = 2
-    #: most customers the coalescer holds (queued, or sent and not yet answered); a /predict
-    #: beyond gets 503 with Retry-After (8 full coalesced requests by default)
-    coalesce_max_pending_rows: int = 512
-    #: most customers in one /predict/batch request (the model's max_batch_size)
-    max_batch: int = 256
-    #: largest request body accepted, bytes (413 beyond, checked before reading it)
-    max_body_bytes: int = 256 * 1024
-    #: consecutive calls a replica cannot take (or 500s another replica then answers, or
-    #: health checks finding the model not ready) that take it out of rotation
-    replica_eject_failures: int = 2
-    #: seconds between health checks of each replica (readiness; an ejected one also gets a
-    #: real inference before it comes back)
-    replica_health_interval_s: float = 1.0
-    #: a JSON file with the rollout's weights ({"weights": {"1": 95, "2": 5}, "stable": "1"}),
-    #: read at start and whenever it changes (a ConfigMap in Kubernetes: every gateway routes
-    #: alike); none: weights come from PUT /admin/rollout only
-    rollout_file: Path | None = None
-    #: consecutive failures of the Triton path that open the breaker
-    breaker_failures: int = 5
-    #: how long an open breaker waits before one probe goes to Triton, seconds
-    breaker_reset_s: float = 2.0
-    #: answer with the fallback model while Triton cannot (else 503)
-    fallback: bool = True
-    #: how long a /readyz answer (a real inference) is reused, seconds
-    ready_cache_s: float = 1.5
-    #: the churn model version whose artefacts (schema, fallback) the gateway loads
-    model_version: int = 1
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
-    def __post_init__(self) -> None:
+    # -- Triton ---------------------------------------------------------------------------------
+    # The default is what every launcher passes (make up, make gateway, docker compose,
+    # Kubernetes): Triton's HTTP port, which costs the gateway less CPU per call than gRPC.
+    triton_url: str = Field(
+        "127.0.0.1:8000",
+        description="host:port of Triton: its HTTP port for http, its gRPC port for grpc; "
+                    "several replicas comma-separated (least outstanding requests first, a "
+                    "failed one ejected, a call it did not run retried on another)")
+    protocol: WireProtocol = Field(
+        "http", description="protocol to Triton: http (binary tensors on keep-alive "
+                            "connections: less of the gateway's CPU per call) or grpc")
+    triton_timeout_s: float = Field(1.0, description="deadline of one call to Triton, seconds")
+    triton_admin_url: str | None = Field(
+        None, description="Triton's HTTP host:port for /admin/models/<name>/load and the "
+                          "version loads (the repository API), one per replica in "
+                          "--triton-url's order (default: --triton-url when --protocol is http)")
+    triton_admin_key_file: Path | None = Field(
+        None, description="file with the key of Triton's restricted APIs, which the admin "
+                          "reload sends (none: keyless, which a restricted Triton refuses)")
+    # -- the public side ------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8080, description="port to listen on (0: any free port, reported at "
+                                        "start)")
+    tls_cert: Path | None = Field(
+        None, description="TLS certificate (PEM); with --tls-key the gateway serves HTTPS only")
+    tls_key: Path | None = Field(None, description="TLS private key (PEM)")
+    keys_file: Path | None = Field(
+        None, description="key store: JSON with the SHA-256 of each API key, never the keys "
+                          "(required outside dev mode; in dev mode the development store, "
+                          ".cache/gateway/keys.json)")
+    dev_mode: bool = Field(
+        False, description="development mode (make up, make gateway): the development keys, "
+                           "plain HTTP and the interactive docs. Outside it the gateway refuses "
+                           "development keys, an empty or unreadable key store, and plain HTTP "
+                           "without --plain-http")
+    plain_http: bool = Field(
+        False, description="serve plain HTTP outside dev mode (only behind a proxy that "
+                           "terminates TLS)")
+    docs: bool = Field(True, description="serve /docs and /openapi.json (the API's interactive "
+                                         "documentation)")
+    metrics_port: int | None = Field(
+        None, description="serve /metrics on this port (plain HTTP, for Prometheus on an "
+                          "internal network) instead of the public one")
+    header_timeout_s: float = Field(
+        10.0, description="longest a request's headers may take to arrive, seconds (408 beyond)")
+    body_timeout_s: float = Field(
+        10.0, description="longest a request's body may take to arrive once its headers did, "
+                          "seconds (408 beyond)")
+    keep_alive_timeout_s: float = Field(
+        5.0, description="idle seconds after which a kept-alive connection is closed")
+    max_connections: int = Field(
+        1024, description="connections open at once; a request beyond gets 503 with "
+                          "Retry-After")
+    max_batch: int = Field(
+        256, description="most customers in one /predict/batch request (the model's "
+                         "max_batch_size)")
+    max_body_bytes: int = Field(
+        256 * 1024, description="largest request body accepted, bytes (413 beyond, checked "
+                                "before reading it)")
+    # -- rate limits ----------------------------------------------------------------------------
+    rate_limit_per_key: str = Field(
+        "500/second", description="customers per API key in the `limits` notation (e.g. "
+                                  "10000/minute): a /predict costs 1, a batch of n customers n; "
+                                  "a batch above it is never served (keep it at least "
+                                  "--max-batch)")
+    rate_limit_global: str = Field(
+        "5000/second", description="customers for all keys together (a request it refuses "
+                                   "costs its key nothing)")
+    rate_limit_unauthenticated: str = Field(
+        "20/second", description="requests without a valid key (401s, /healthz, /readyz, "
+                                 "/metrics, /docs) per client address; an address over it gets "
+                                 "429 before any key it sends is checked")
+    rate_limit_storage: str = Field(
+        "memory://", description="where rate-limit counters live: memory:// (per gateway "
+                                 "process) or async+redis://host:6379 (shared by every gateway)")
+    rate_limit_fail_open: bool = Field(
+        True, description="when the rate-limit store cannot be reached: serve anyway (true) or "
+                          "answer 503 (false)")
+    # -- coalescing, replicas, rollout ----------------------------------------------------------
+    coalesce: bool = Field(
+        True, description="coalesce concurrent /predict calls into one Triton request")
+    coalesce_max_wait_s: float = Field(
+        0.002, description="longest a call waits for others to join its Triton request, "
+                           "seconds")
+    coalesce_max_rows: int = Field(
+        64, description="most customers in one coalesced Triton request (at most the model's "
+                        "max_batch_size)")
+    coalesce_max_in_flight: int = Field(
+        2, description="Triton requests in flight at once from the coalescer; more calls wait "
+                       "and merge")
+    coalesce_max_pending_rows: int = Field(
+        512, description="most customers the coalescer holds, queued or sent and not yet "
+                         "answered; a /predict beyond gets 503 with Retry-After")
+    replica_eject_failures: int = Field(
+        2, description="consecutive calls a replica cannot take (or 500s another replica then "
+                       "answers, or health checks finding the model not ready) that take it "
+                       "out of rotation")
+    replica_health_interval_s: float = Field(
+        1.0, description="seconds between health checks of each replica (an ejected one also "
+                         "gets a real inference before it comes back)")
+    rollout_file: Path | None = Field(
+        None, description='JSON file with the rollout\'s weights ({"weights": {"1": 95, "2": '
+                          '5}, "stable": "1"}), read at start and whenever it changes (a '
+                          "ConfigMap in Kubernetes: every gateway routes alike); none: weights "
+                          "come from PUT /admin/rollout only")
+    # -- breaker, fallback, readiness -----------------------------------------------------------
+    breaker_failures: int = Field(
+        5, description="consecutive failures of the Triton path that open the circuit breaker")
+    breaker_reset_s: float = Field(
+        2.0, description="how long an open breaker waits before one probe goes to Triton, "
+                         "seconds")
+    fallback: bool = Field(
+        True, description="answer with the fallback model while Triton cannot (false: 503)")
+    ready_cache_s: float = Field(
+        1.5, description="how long a /readyz answer (a real inference) is reused, seconds")
+    model_version: int = Field(
+        1, description="version of the churn artefacts (schema, fallback model) to load")
+    # -- the process ----------------------------------------------------------------------------
+    log_level: str = Field("info", description="uvicorn and gateway log level")
+    access_log: bool = Field(
+        False, description="log every request (path and status; keys are never logged)")
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
         problems = []
         if (self.tls_cert is None) != (self.tls_key is None):
             problems.append("tls_cert and tls_key go together: give both or neither")
-        if self.protocol not in ("grpc", "http"):
-            problems.append(f"protocol must be grpc or http, not {self.protocol!r}")
         if not 1 <= self.coalesce_max_rows <= self.max_batch:
             problems.append(f"coalesce_max_rows must be between 1 and max_batch "
                             f"({self.max_batch}), not {self.coalesce_max_rows}")
@@ -164,6 +198,7 @@ class GatewaySettings:
             problems.append("max_body_bytes must be at least 1024")
         if problems:
             raise ValueError("invalid gateway settings: " + "; ".join(problems))
+        return self
 
     @property
     def scheme(self) -> str:

@@ -3,7 +3,7 @@ channel) or HTTP (keep-alive connections, KServe's binary-tensor extension), a v
 when asked, and what its failures mean.
 
 Requests are built by `wire` straight from the validated rows: no tritonclient objects per call
-(they cost 0.5 to 0.7 ms of CPU per call under load, profiled in README, the public API).
+(they cost 0.5 to 0.7 ms of CPU per call under load, profiled in docs/gateway.md, "Cost").
 Failures come back as one `UpstreamError` whose `kind` says whose fault it is: `bad_request` is
 the caller's (Triton's 400: the 400 of the contract); `unavailable` (a 404 included: the model
 or version is not served there), `timeout` and `server` are the path's. `connection` tells a
@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import grpc
 import orjson
 from tritonclient.grpc import service_pb2
 
 from tritonkit.gateway import wire
+from tritonkit.gateway.errors import ErrorKind, MalformedAnswer, UpstreamError
 from tritonkit.gateway.http1 import ConnectionPool, ProtocolError
-from tritonkit.gateway.wire import MODEL_NAME, Answer, MalformedAnswer
+from tritonkit.gateway.settings import WireProtocol
+from tritonkit.gateway.wire import MODEL_NAME, Answer
 
-ErrorKind = Literal["bad_request", "unavailable", "timeout", "server", "breaker_open"]
+__all__ = ["ErrorKind", "GrpcTransport", "HttpTransport", "Transport", "UpstreamError",
+           "transport_for"]
+
 #: What Triton's answers mean for the gateway. Only a refusal of the request itself (HTTP 400,
 #: gRPC INVALID_ARGUMENT: a step or Triton's core naming an input) is the caller's; a model
 #: Triton does not serve (404 / NOT_FOUND: unloaded, or failed to load), a refused key (403 /
@@ -55,26 +59,6 @@ _GRPC_SERVICE = "/inference.GRPCInferenceService/"
 HTTP_MAX_CONNECTIONS = 100
 
 
-class UpstreamError(Exception):
-    """A call to Triton that gave no answer; `kind` says whose fault and what to do,
-    `connection` that the replica could not be reached or dropped the call."""
-
-    def __init__(self, kind: ErrorKind, message: str, *, connection: bool = False) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.message = message
-        self.connection = connection
-
-    @property
-    def counts_against_path(self) -> bool:
-        """True for the failures that open the breaker (never a bad request)."""
-        return self.kind in ("unavailable", "timeout", "server")
-
-    def copy(self) -> UpstreamError:
-        """A fresh instance for another waiter of the same failed call."""
-        return UpstreamError(self.kind, self.message, connection=self.connection)
-
-
 class Transport(Protocol):
     """The calls the gateway makes to one Triton."""
 
@@ -88,7 +72,7 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def transport_for(url: str, protocol: Literal["grpc", "http"]) -> Transport:
+def transport_for(url: str, protocol: WireProtocol) -> Transport:
     """The transport to the Triton at `url` (host:port of its gRPC or HTTP port)."""
     return GrpcTransport(url) if protocol == "grpc" else HttpTransport(url)
 

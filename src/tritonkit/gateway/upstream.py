@@ -5,7 +5,7 @@ replica), behind one circuit breaker, every call with its own deadline.
 The breaker sees what the replicas could not answer together: with every replica failing it
 opens and the gateway answers from the fallback. Each model version other than the stable one
 has a breaker of its own, so a broken canary opens its own and not the stable version's.
-Failures come back as one `UpstreamError` (`transport`): `bad_request` is the caller's fault
+Failures come back as one `UpstreamError` (`errors`): `bad_request` is the caller's fault
 (Triton's 400: the 400 of the contract, never counted by the breaker); `unavailable` (a 404
 included: the model is not served), `timeout`, `server` and `breaker_open` are the path's
 (fallback or 503)::
@@ -23,11 +23,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from tritonkit.gateway.breaker import CircuitBreaker
+from tritonkit.client.breaker import CircuitBreaker
+from tritonkit.gateway.errors import ErrorKind, UpstreamError
 from tritonkit.gateway.replicas import Replica, ReplicaSet
-from tritonkit.gateway.transport import ErrorKind, UpstreamError
+from tritonkit.gateway.settings import WireProtocol
 from tritonkit.gateway.wire import MODEL_NAME, Answer
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ __all__ = ["MODEL_NAME", "Answer", "ErrorKind", "TritonUpstream", "UpstreamError
 class TritonUpstream:
     """Calls `churn_packed` on the replicas; one instance per gateway process."""
 
-    def __init__(self, url: str | Sequence[str], protocol: Literal["grpc", "http"], *,
+    def __init__(self, url: str | Sequence[str], protocol: WireProtocol, *,
                  timeout_s: float, breaker: CircuitBreaker, eject_failures: int = 2,
                  health_interval_s: float = 1.0, probe_row: Mapping[str, Any] | None = None,
                  on_replica_change: Callable[[Replica], None] | None = None,

@@ -31,7 +31,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from tritonkit.drift.profile import PROBABILITY_EDGES
+from tritonkit.drift.binning import PROBABILITY_EDGES
 from tritonkit.gateway.wire import Answer
 
 BUCKETS = 10_000

@@ -1,11 +1,12 @@
 """The packed churn entry point's tensors on the wire, without tritonclient's per-call objects.
 
 The gateway calls `churn_packed`, the same model as the 19-input `churn` with the customers in
-two tensors (README, "The packed entry point"): tritonserver and the python backend spend per
-tensor, and on the development machine the packed entry point made 13.6x the naive server at
-c=64 against 7.6x for the 19 tensors. KServe v2 carries each input as raw little-endian bytes:
-`numeric` FP32 [rows, 4] packed row by row, `categorical` BYTES [rows, 15] as 4-byte
-length-prefixed strings, the columns in `features.PACKED_COLUMNS`' order. This module turns
+two tensors (docs/contract.md, "The packed entry point"): tritonserver and the python backend
+spend per tensor, and on the development machine the packed entry point made 13.6x the naive
+server at c=64 against 7.6x for the 19 tensors. KServe v2 carries each input as raw
+little-endian bytes: `numeric` FP32 [rows, 4] packed row by row, `categorical` BYTES
+[rows, 15] as 4-byte length-prefixed strings, the columns in the order of churn's contract
+(`tritonkit.tabular.contract`). This module turns
 validated customer rows into those two byte strings and back from the 3 outputs, and wraps them
 in a gRPC `ModelInferRequest` (built from a cached template per row count through Triton's own
 protobuf schema) or an HTTP body in the binary-tensor extension (a JSON header, then the bytes)::
@@ -15,7 +16,7 @@ protobuf schema) or an HTTP body in the binary-tensor extension (a JSON header, 
     request = grpc_request([row], version="2")     # version 2 of it, explicitly
     answers = grpc_answers(response, rows=2)       # [(0.42, "medium", "1"), ...]
 
-Profiled under load (README, the public API): building 19 tritonclient `InferInput` objects
+Profiled under load (docs/gateway.md, "Cost"): building 19 tritonclient `InferInput` objects
 cost 160 µs for one customer; this costs a few µs.
 """
 
@@ -28,19 +29,19 @@ from typing import Any
 import orjson
 from tritonclient.grpc import service_pb2
 
-from tritonkit.features import (
-    KSERVE_DATATYPES,
-    OUTPUT_DTYPES,
-    PACKED_CATEGORICAL,
-    PACKED_COLUMNS,
-    PACKED_DTYPES,
-    PACKED_NUMERIC,
-)
+from tritonkit.gateway.errors import MalformedAnswer
 from tritonkit.repository.layout import step_names
 from tritonkit.repository.step_contract import PROBE_PARAMETER
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_DTYPES, PACKED_NUMERIC
+from tritonkit.tabular.schema import KSERVE_DATATYPES
 
-MODEL_NAME = step_names("churn")["packed"]
-Answer = tuple[float, str, str]  # (churn_probability, risk_level, model_version)
+#: `/predict`'s model: churn, its contract read from the spec.
+CHURN = contract("churn")
+PACKED_COLUMNS = CHURN.packed
+OUTPUT_DTYPES = CHURN.outputs
+MODEL_NAME = step_names(CHURN.model)["packed"]
+Answer = tuple[float, str, str]  # (the probability, risk_level, model_version)
 #: (name, KServe datatype, columns) of each input, in the entry point's order.
 INPUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (PACKED_NUMERIC, KSERVE_DATATYPES[PACKED_DTYPES[PACKED_NUMERIC]], PACKED_COLUMNS.numeric),
@@ -51,10 +52,6 @@ _LENGTH = struct.Struct("<I")
 #: Length-prefixed bytes of the strings seen so far (the trained categories: a few dozen).
 _PREFIXED: dict[str, bytes] = {}
 _PREFIXED_MAX = 4096
-
-
-class MalformedAnswer(Exception):
-    """Triton's answer does not have the outputs the contract promises."""
 
 
 def _prefixed(value: Any) -> bytes:
@@ -164,7 +161,7 @@ def http_answers(body: bytes, header_length: int | None, rows: int) -> list[Answ
 
 def _answers(raw: Mapping[str, bytes], rows: int) -> list[Answer]:
     try:
-        probabilities = struct.unpack(f"<{rows}f", raw["churn_probability"])
+        probabilities = struct.unpack(f"<{rows}f", raw[CHURN.probability])
         risks = _strings(raw["risk_level"])
         versions = _strings(raw["model_version"])
     except (KeyError, struct.error, UnicodeDecodeError) as exc:

@@ -5,7 +5,9 @@
     python -m tritonkit.serve.cli --replicas 3 ...                      # make up REPLICAS=3
     python -m tritonkit.serve.cli --rolling-restart --pid-file ...      # make restart
 
-Every option falls back to an environment variable (TRITONKIT_HTTP_PORT, …). The pid file names
+Every setting is a field of `ServeSettings` (pydantic-settings, `tritonkit.settings`), described
+once, and falls back to the environment variable TRITONKIT_<SETTING> (TRITONKIT_HTTP_PORT, …);
+`--stop` and `--rolling-restart` are actions, flags only. The pid file names
 the one serve CLI that `make down` stops; a second CLI with the same pid file refuses to start.
 Beside tritonserver it runs the monitoring sidecar (in this process) and, when their ports are
 given, Prometheus and Alertmanager (`tritonkit.serve.stack`). Triton's model-repository API
@@ -27,6 +29,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.layout import step_names
@@ -40,6 +45,7 @@ from tritonkit.serve.pidfile import (
 )
 from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.serve.stack import EmbeddedStack, StackOptions
+from tritonkit.settings import ServiceSettings, SettingsError, add_flags, settings_from
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +74,6 @@ EXAMPLE_BODY = (
 )
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def _env_port(name: str) -> int | None:
-    value = os.environ.get(name, "")
-    return int(value) if value else None
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "")
-    return default if not value else value.lower() not in ("0", "false", "no", "off")
-
-
 def admin_key(path: Path) -> str:
     """The model-repository admin key in `path`, made once (mode 0600) when it is absent.
 
@@ -103,74 +95,60 @@ def admin_key(path: Path) -> str:
     return key
 
 
+class ServeSettings(ServiceSettings):
+    """What `make up` runs: tritonserver and what runs beside it (TRITONKIT_* variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRITONKIT_")
+
+    model_repository: Path = Field(PROJECT_ROOT / "model_repository",
+                                   description="repository to serve")
+    host: str = Field("127.0.0.1", description="address to bind")
+    http_port: int = Field(8000, description="KServe v2 HTTP port")
+    grpc_port: int = Field(8001, description="KServe v2 gRPC port")
+    metrics_port: int = Field(8002, description="Prometheus /metrics port")
+    start_timeout_s: float = Field(120.0,
+                                   description="how long to wait for readiness before giving up")
+    log_file: Path | None = Field(
+        None, description="tritonserver log (default: a file in a temporary folder)")
+    pid_file: Path | None = Field(
+        None, description="write this CLI's PID here while it runs; refuse to start while it "
+                          "names a running serve CLI (default: none)")
+    summary_latencies: bool = Field(
+        True, description="latency quantiles on /metrics, for the sidecar's p95 alert; they "
+                          "cost tritonserver CPU under load")
+    admin_key_file: Path = Field(
+        CACHE / "triton-admin-key",
+        description="the key Triton's model-repository API (load/unload) requires in the header "
+                    "admin-key; made once if absent")
+    monitor: bool = Field(True, description="run the monitoring sidecar in this process")
+    monitor_port: int = Field(
+        0, description="the sidecar's /health /alerts /report /metrics port, 0 for any free one")
+    prometheus_port: int | None = Field(
+        None, description="start Prometheus (Debian's /usr/bin/prometheus) on this port with "
+                          "monitoring/prometheus/ rules (default: not started)")
+    alertmanager_port: int | None = Field(
+        None, description="start Alertmanager (Debian's prometheus-alertmanager) on this port "
+                          "with monitoring/alertmanager/alertmanager.yml (default: not started)")
+    monitoring_dir: Path = Field(
+        CACHE / "monitoring",
+        description="Prometheus' and Alertmanager's data and logs, one folder per port")
+    gateway_port: int = Field(
+        0, description="serve the public /predict gateway on this port in front of Triton (0: "
+                       "no gateway; make up passes GATEWAY_PORT=8080)")
+    cache_size_bytes: int = Field(
+        64 << 20, description="Triton's response cache, for the models whose spec turns it on "
+                              "(0: off)")
+    replicas: int = Field(
+        1, description=f"tritonservers to run behind the gateway, replica i on the ports + "
+                       f"{PORT_STRIDE} x i; with more than one, a replica that exits is "
+                       "started again")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The actions (`stop`, `rolling_restart`) and `settings`: flags, then TRITONKIT_*
+    variables, then defaults; exits with the usage (2) on a value a setting cannot take."""
     parser = argparse.ArgumentParser(description="Serve the model repository with tritonserver.")
-    parser.add_argument("--model-repository", type=Path,
-                        default=Path(os.environ.get("TRITONKIT_MODEL_REPOSITORY",
-                                                    PROJECT_ROOT / "model_repository")),
-                        help="repository to serve (env TRITONKIT_MODEL_REPOSITORY)")
-    parser.add_argument("--host", default=os.environ.get("TRITONKIT_HOST", "127.0.0.1"),
-                        help="address to bind (env TRITONKIT_HOST)")
-    parser.add_argument("--http-port", type=int, default=_env_int("TRITONKIT_HTTP_PORT", 8000),
-                        help="KServe v2 HTTP port (env TRITONKIT_HTTP_PORT)")
-    parser.add_argument("--grpc-port", type=int, default=_env_int("TRITONKIT_GRPC_PORT", 8001),
-                        help="KServe v2 gRPC port (env TRITONKIT_GRPC_PORT)")
-    parser.add_argument("--metrics-port", type=int,
-                        default=_env_int("TRITONKIT_METRICS_PORT", 8002),
-                        help="Prometheus /metrics port (env TRITONKIT_METRICS_PORT)")
-    parser.add_argument("--start-timeout-s", type=float, default=120.0,
-                        help="how long to wait for readiness before giving up")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="tritonserver log (default: a file in a temporary folder)")
-    parser.add_argument("--pid-file", type=Path, default=os.environ.get("TRITONKIT_PID_FILE"),
-                        help="write this CLI's PID here while it runs; refuse to start while it "
-                             "names a running serve CLI (env TRITONKIT_PID_FILE; default: none)")
-    parser.add_argument("--summary-latencies", action=argparse.BooleanOptionalAction,
-                        default=_env_flag("TRITONKIT_SUMMARY_LATENCIES", True),
-                        help="latency quantiles on /metrics, for the sidecar's p95 alert; they "
-                             "cost tritonserver CPU under load (env TRITONKIT_SUMMARY_LATENCIES; "
-                             "default on)")
-    parser.add_argument("--admin-key-file", type=Path,
-                        default=Path(os.environ.get("TRITONKIT_ADMIN_KEY_FILE",
-                                                    CACHE / "triton-admin-key")),
-                        help="the key Triton's model-repository API (load/unload) requires in "
-                             "the header admin-key; made once if absent (env "
-                             "TRITONKIT_ADMIN_KEY_FILE; default .cache/triton-admin-key)")
-    parser.add_argument("--monitor", action=argparse.BooleanOptionalAction,
-                        default=_env_flag("TRITONKIT_MONITOR", True),
-                        help="run the monitoring sidecar in this process (env "
-                             "TRITONKIT_MONITOR; default on)")
-    parser.add_argument("--monitor-port", type=int, default=_env_int("TRITONKIT_MONITOR_PORT", 0),
-                        help="the sidecar's /health /alerts /report /metrics port, 0 for any "
-                             "free one (env TRITONKIT_MONITOR_PORT; default 0)")
-    parser.add_argument("--prometheus-port", type=int,
-                        default=_env_port("TRITONKIT_PROMETHEUS_PORT"),
-                        help="start Prometheus (Debian's /usr/bin/prometheus) on this port with "
-                             "monitoring/prometheus/ rules (env TRITONKIT_PROMETHEUS_PORT; "
-                             "default: not started)")
-    parser.add_argument("--alertmanager-port", type=int,
-                        default=_env_port("TRITONKIT_ALERTMANAGER_PORT"),
-                        help="start Alertmanager (Debian's prometheus-alertmanager) on this port "
-                             "with monitoring/alertmanager/alertmanager.yml (env "
-                             "TRITONKIT_ALERTMANAGER_PORT; default: not started)")
-    parser.add_argument("--monitoring-dir", type=Path,
-                        default=Path(os.environ.get("TRITONKIT_MONITORING_DIR",
-                                                    CACHE / "monitoring")),
-                        help="Prometheus' and Alertmanager's data and logs, one folder per port "
-                             "(env TRITONKIT_MONITORING_DIR; default .cache/monitoring)")
-    parser.add_argument("--gateway-port", type=int,
-                        default=_env_int("TRITONKIT_GATEWAY_PORT", 0),
-                        help="serve the public /predict gateway on this port in front of Triton "
-                             "(env TRITONKIT_GATEWAY_PORT; 0: no gateway, the default; make up "
-                             "passes GATEWAY_PORT=8080)")
-    parser.add_argument("--cache-size-bytes", type=int,
-                        default=_env_int("TRITONKIT_CACHE_SIZE_BYTES", 64 << 20),
-                        help="Triton's response cache, for the models whose spec turns it on "
-                             "(env TRITONKIT_CACHE_SIZE_BYTES; 0: off; default 64 MiB)")
-    parser.add_argument("--replicas", type=int, default=_env_int("TRITONKIT_REPLICAS", 1),
-                        help="tritonservers to run behind the gateway, replica i on the ports "
-                             f"+ {PORT_STRIDE} x i; with more than one, a replica that exits "
-                             "is started again (env TRITONKIT_REPLICAS; default 1)")
+    add_flags(parser, ServeSettings)
     parser.add_argument("--stop", action="store_true",
                         help="stop the serve CLI named in --pid-file, wait until it has exited, "
                              "and exit (what `make down` runs)")
@@ -179,42 +157,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "by one (each drained at the gateway first), wait until it is done, "
                              "and exit (what `make restart` runs)")
     args = parser.parse_args(argv)
-    if (args.stop or args.rolling_restart) and args.pid_file is None:
+    try:
+        settings = settings_from(ServeSettings, args)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    if (args.stop or args.rolling_restart) and settings.pid_file is None:
         parser.error("--stop and --rolling-restart need --pid-file (or TRITONKIT_PID_FILE)")
-    if args.replicas < 1:
-        parser.error(f"--replicas must be at least 1, not {args.replicas}")
-    return args
+    if settings.replicas < 1:
+        parser.error(f"--replicas must be at least 1, not {settings.replicas}")
+    return argparse.Namespace(settings=settings, stop=args.stop,
+                              rolling_restart=args.rolling_restart)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settings: ServeSettings = args.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per health probe otherwise
+    pid_file = settings.pid_file
     if args.stop:
-        return stop_serve_cli(args.pid_file)
+        assert pid_file is not None
+        return stop_serve_cli(pid_file)
     if args.rolling_restart:
-        return request_rolling_restart(args.pid_file)
+        assert pid_file is not None
+        return request_rolling_restart(pid_file)
     try:
-        key = admin_key(args.admin_key_file)
+        key = admin_key(settings.admin_key_file)
     except (TritonKitError, OSError) as exc:
-        print(f"error: cannot read or make the admin key {args.admin_key_file}: {exc}",
+        print(f"error: cannot read or make the admin key {settings.admin_key_file}: {exc}",
               file=sys.stderr)
         return 1
     try:
         fleet = TritonFleet(replica_settings(ServerSettings(
-            model_repository=args.model_repository, host=args.host, http_port=args.http_port,
-            grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_file=args.log_file,
-            summary_latencies=args.summary_latencies, admin_key=key,
-            cache_size_bytes=args.cache_size_bytes,
-        ), args.replicas), restart=args.replicas > 1, start_timeout_s=args.start_timeout_s)
+            model_repository=settings.model_repository, host=settings.host,
+            http_port=settings.http_port, grpc_port=settings.grpc_port,
+            metrics_port=settings.metrics_port, log_file=settings.log_file,
+            summary_latencies=settings.summary_latencies, admin_key=key,
+            cache_size_bytes=settings.cache_size_bytes,
+        ), settings.replicas), restart=settings.replicas > 1,
+            start_timeout_s=settings.start_timeout_s)
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    stack = StackOptions(monitor=args.monitor, monitor_port=args.monitor_port,
-                         prometheus_port=args.prometheus_port,
-                         alertmanager_port=args.alertmanager_port, admin_key=key,
-                         admin_key_file=args.admin_key_file, workdir=args.monitoring_dir,
-                         gateway_port=args.gateway_port)
+    stack = StackOptions(monitor=settings.monitor, monitor_port=settings.monitor_port,
+                         prometheus_port=settings.prometheus_port,
+                         alertmanager_port=settings.alertmanager_port, admin_key=key,
+                         admin_key_file=settings.admin_key_file,
+                         workdir=settings.monitoring_dir, gateway_port=settings.gateway_port)
     # SIGTERM (make down, a supervisor) and Ctrl-C only set a flag that start() and wait()
     # poll; the shutdown itself runs here, in the main flow. Installed before the pid file is
     # written, so a `make down` at any moment gets a clean stop.
@@ -227,17 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGHUP, _request_rolling)
-    if args.pid_file is None:
+    if pid_file is None:
         return serve(fleet, stack)
     try:
-        claim_pid_file(args.pid_file)
+        claim_pid_file(pid_file)
     except TritonKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        return serve(fleet, stack, rolled_file=rolling_status_file(args.pid_file))
+        return serve(fleet, stack, rolled_file=rolling_status_file(pid_file))
     finally:
-        release_pid_file(args.pid_file)
+        release_pid_file(pid_file)
 
 
 def serve(fleet: TritonFleet | TritonServer, stack_options: StackOptions | None = None,
