@@ -33,16 +33,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from loadgen import kserve_body, run_wrk, wait_http, write_lua
+from loadgen import kserve_body, run_wrk, start_benchmark, wait_http, write_lua
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
-from tritonkit.features import ALL_FEATURES
+from tritonkit.client.customers import read_customers
+from tritonkit.families.render import render_repository
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 logger = logging.getLogger("bench")
 _NO_LIMITS = ["--rate-limit-per-key", "10000000/second", "--rate-limit-global",
@@ -202,11 +208,12 @@ def time_to_fallback(repository: Path, work: Path, key: str) -> dict[str, float]
     settings = ServerSettings(model_repository=repository, http_port=free_port(),
                               grpc_port=free_port(), metrics_port=free_port())
     triton = TritonServer(settings).start()
-    customer = read_customers(ChurnArtifacts.for_version(1).test_rows)[0]
+    customer = read_customers(TabularArtifacts.for_version(1).test_rows)[0]
     body = gateway_body(customer).encode()
     port = free_port()
-    gateway = GatewayProcess(triton_url=triton.grpc_url, port=port, keys_file=work / "keys.json",
-                             dev_mode=True, extra_args=_NO_LIMITS).start()
+    gateway = GatewayProcess(triton_url=triton.grpc_url, protocol="grpc", port=port,
+                             keys_file=work / "keys.json", dev_mode=True,
+                             extra_args=_NO_LIMITS).start()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
@@ -283,13 +290,11 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("bench/results/gateway.json"),
                         help="where the figures are written as JSON")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if shutil.which("wrk") is None:
-        print("error: wrk not found: apt-get install wrk", file=sys.stderr)
+    if not start_benchmark("wrk"):
         return 1
     spec = load_spec().only("churn")
     customers = read_customers(
-        ChurnArtifacts.for_version(spec.models["churn"].version).require().test_rows
+        TabularArtifacts.for_version(spec.models["churn"].version).require().test_rows
     )[: args.customers]
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     key = ensure_dev_keys(work / "keys.json")["caller"]
@@ -353,8 +358,8 @@ def main() -> int:
                     unique_lua(one_kserve, work / "miss-direct", None,
                                f"{kserve_tenure}{tenure}]", kserve_tenure, "]"),
                     args.duration_s, extras, (1,))
-            with GatewayProcess(triton_url=triton.grpc_url, port=free_port(),
-                                keys_file=work / "keys.json", dev_mode=True,
+            with GatewayProcess(triton_url=triton.grpc_url, protocol="grpc",
+                                port=free_port(), keys_file=work / "keys.json", dev_mode=True,
                                 extra_args=_NO_LIMITS) as gateway:
                 url = f"{gateway.url}/predict"
                 measure("cache_hit_gateway", url,

@@ -41,11 +41,12 @@ from typing import Any
 import psutil
 from loadgen import kserve_body, write_lua
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
+from tritonkit.client.customers import read_customers
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.scaling.policy import K8S_DIR, load_policy
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger("bench.hpa_recording")
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         phases = tuple(dataclasses.replace(p, duration_s=10) for p in PHASES)
         args.starts, args.out = 1, Path(tempfile.mkdtemp(prefix="hpa-recording-"))
-    customers = read_customers(ChurnArtifacts.for_version(1).test_rows)[:64]
+    customers = read_customers(TabularArtifacts.for_version(1).test_rows)[:64]
     work = Path(tempfile.mkdtemp(prefix="hpa-recording-work-"))
     script = delay_script(write_lua([kserve_body(c) for c in customers], work))
     load_before = os.getloadavg()

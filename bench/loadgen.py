@@ -18,17 +18,20 @@ when a request takes longer than connections / rate; the result says when it did
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,17 +40,38 @@ import tritonclient.http as triton_http
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
 
-from tritonkit.client.churn import kserve_json_inputs
+from tritonkit.client.customers import kserve_json_inputs
 
-Protocol = Literal["http_json", "http_binary", "grpc"]
-PROTOCOLS: tuple[Protocol, ...] = ("http_json", "http_binary", "grpc")
+LoadProtocol = Literal["http_json", "http_binary", "grpc"]
+PROTOCOLS: tuple[LoadProtocol, ...] = ("http_json", "http_binary", "grpc")
+#: The Debian package of each load tool the benchmarks run (`make system-deps` installs them).
+TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
+
+
+def tool_missing(tool: str) -> str | None:
+    """How to install the load tool `tool` when it is not on PATH, else None."""
+    if shutil.which(tool) is None:
+        return f"{tool} not found: apt-get install {TOOL_PACKAGES[tool]} (make system-deps)"
+    return None
+
+
+def start_benchmark(*tools: str) -> bool:
+    """What a benchmark's `main` does first: log with times on stderr, and check that the load
+    `tools` it runs are installed; False, after one `error:` line on stderr, when one is not."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for tool in tools:
+        missing = tool_missing(tool)
+        if missing is not None:
+            print(f"error: {missing}", file=sys.stderr)
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
 class Request:
     """One request body for one protocol, ready for h2load."""
 
-    protocol: Protocol
+    protocol: LoadProtocol
     path: str
     body: bytes
     headers: tuple[str, ...]
@@ -96,7 +120,7 @@ def grpc_request(model: str, columns: Mapping[str, np.ndarray]) -> Request:
                    ("content-type: application/grpc", "te: trailers"))
 
 
-def make_request(protocol: Protocol, model: str, columns: Mapping[str, np.ndarray]) -> Request:
+def make_request(protocol: LoadProtocol, model: str, columns: Mapping[str, np.ndarray]) -> Request:
     return {"http_json": json_request, "http_binary": binary_request,
             "grpc": grpc_request}[protocol](model, columns)
 
@@ -145,16 +169,24 @@ def _percentiles(latencies_ms: np.ndarray) -> tuple[float, float, float]:
     return float(p50), float(p90), float(p99)
 
 
+@contextlib.contextmanager
+def _request_body(tool: str, request: Request) -> Iterator[Path]:
+    """`body`, holding the request's body, in a temporary folder for one run of `tool`."""
+    missing = tool_missing(tool)
+    if missing is not None:
+        raise RuntimeError(missing)
+    with tempfile.TemporaryDirectory(prefix=f"{tool}-") as work:
+        body = Path(work) / "body"
+        body.write_bytes(request.body)
+        yield body
+
+
 def _h2load(base_url: str, request: Request, extra: Sequence[str], duration_s: float | None
             ) -> tuple[int, int, tuple[float, float, float], float]:
     """(answered, failed, percentiles of the answered, seconds it took) of one h2load run;
     `duration_s` None: as long as `extra`'s request count takes."""
-    if shutil.which("h2load") is None:
-        raise RuntimeError("h2load not found: apt-get install nghttp2-client (make system-deps)")
-    with tempfile.TemporaryDirectory(prefix="h2load-") as work:
-        body = Path(work) / "body"
-        body.write_bytes(request.body)
-        log = Path(work) / "log.tsv"
+    with _request_body("h2load", request) as body:
+        log = body.with_name("log.tsv")
         cmd = ["h2load", "-t1", "-m1", f"--log-file={log}", "-d", str(body), *extra]
         if duration_s is not None:
             cmd.append(f"-D{duration_s:g}")
@@ -184,12 +216,8 @@ def _h2load(base_url: str, request: Request, extra: Sequence[str], duration_s: f
 def _wrk(url: str, request: Request, connections: int, duration_s: float
          ) -> tuple[int, int, tuple[float, float, float]]:
     """(answered, failed, percentiles over all requests) of one wrk run."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk not found: apt-get install wrk (make system-deps)")
-    with tempfile.TemporaryDirectory(prefix="wrk-") as work:
-        body = Path(work) / "body"
-        body.write_bytes(request.body)
-        lua = Path(work) / "request.lua"
+    with _request_body("wrk", request) as body:
+        lua = body.with_name("request.lua")
         headers = "".join(
             f'wrk.headers["{h.split(":", 1)[0]}"] = "{h.split(":", 1)[1].strip()}"\n'
             for h in request.headers)

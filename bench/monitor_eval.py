@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.drift.binning import DriftLayout
-from tritonkit.monitor.service import MonitorService, MonitorSettings
+from tritonkit.monitor.service import MonitorService
+from tritonkit.monitor.settings import MonitorSettings
 from tritonkit.monitor.windows import Sample
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 MODEL, VERSION, STEP = "bench", "1", "bench_fused"
 INSTANCES = ("bench_fused_0_0", "bench_fused_0_1")
@@ -116,7 +117,7 @@ def main() -> None:
     profile = synthetic_profile()
     (folder / "reference_profile.json").write_text(json.dumps(profile))
     # The sidecar's health probes send these customers; the benchmark never runs them.
-    shutil.copy(ChurnArtifacts.for_version(1).require().test_rows, folder / "test.csv")
+    shutil.copy(TabularArtifacts.for_version(1).require().test_rows, folder / "test.csv")
     service = MonitorService(MonitorSettings(
         model=MODEL, version=VERSION, profile_path=folder / "reference_profile.json", port=0,
         window_s=args.window_s))

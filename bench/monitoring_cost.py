@@ -21,13 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loadgen import kserve_body, run_wrk, write_lua
+from loadgen import kserve_body, run_wrk, start_benchmark, write_lua
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.client.customers import read_customers
+from tritonkit.families.render import render_repository
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import Spec, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger("bench")
 
@@ -53,12 +54,10 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("bench/results/monitoring.json"),
                         help="where the figures are written as JSON")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if shutil.which("wrk") is None:
-        print("error: wrk not found: apt-get install wrk (or `make system-deps`)", file=sys.stderr)
+    if not start_benchmark("wrk"):
         return 1
     spec = load_spec().only("churn")
-    artifacts = ChurnArtifacts.for_version(spec.models["churn"].version).require()
+    artifacts = TabularArtifacts.for_version(spec.models["churn"].version).require()
     work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
     lua = write_lua([kserve_body(c) for c in read_customers(artifacts.test_rows)[:64]], work)
     repositories = {}

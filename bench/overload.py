@@ -29,13 +29,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from loadgen import _ms, kserve_body, write_lua
+from loadgen import _ms, kserve_body, start_benchmark, write_lua
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.client.customers import read_customers
+from tritonkit.families.render import render_repository
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import QueuePolicy, Spec, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger("bench")
 SWEEP = (2, 4, 8, 16, 32, 64, 128)
@@ -133,15 +134,13 @@ def main() -> int:
     parser.add_argument("--timeout-us", type=int, default=50_000,
                         help="queue policy measured when the spec sets none: longest wait")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if shutil.which("wrk") is None:
-        print("error: wrk not found: apt-get install wrk (or `make system-deps`)", file=sys.stderr)
+    if not start_benchmark("wrk"):
         return 1
     spec = load_spec().only(MODEL)
     # The response cache would answer the rotating bodies from memory: measure the steps.
     spec = spec.model_copy(update={"models": {MODEL: spec.models[MODEL].model_copy(
         update={"response_cache": False})}})
-    customers = read_customers(ChurnArtifacts.for_version(spec.models[MODEL].version)
+    customers = read_customers(TabularArtifacts.for_version(spec.models[MODEL].version)
                                .require().test_rows)[:64]
     work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     lua = write_lua([kserve_body(c) for c in customers], work)

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from loadgen import (
     PROTOCOLS,
-    Protocol,
+    LoadProtocol,
     Request,
     Result,
     ServerCounts,
@@ -57,18 +57,25 @@ from loadgen import (
     make_request,
     open_loop,
     run_wrk,
+    start_benchmark,
     wait_http,
     write_lua,
 )
 from overload import rss_mib
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import columns_from_rows, read_customers
-from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
-from tritonkit.repository.build import render_repository
+from tritonkit.client.customers import columns_from_rows, read_customers
+from tritonkit.families.render import render_repository
 from tritonkit.repository.config import read_config, write_config
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import QueuePolicy, Spec, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_NUMERIC
+
+CHURN = contract("churn")
+pack = CHURN.pack
+
 
 logger = logging.getLogger("bench")
 MODEL = "churn"
@@ -83,7 +90,7 @@ class Case:
     label: str
     server: str  # which server (repository and settings) serves it
     model: str  # the Triton model called
-    protocol: Protocol
+    protocol: LoadProtocol
     packed: bool = False
     group: str = "churn"
 
@@ -168,7 +175,8 @@ def render(spec: Spec, folder: Path, noop: bool = False) -> Path:
 # -- measuring ----------------------------------------------------------------------------------
 
 def packed_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The packed pair of one request (`tritonkit.features.pack`, the contract's one writer)."""
+    """The packed pair of one request (`tritonkit.tabular.schema.pack`, the contract's one
+    writer)."""
     numeric, categorical = pack(columns)
     return {PACKED_NUMERIC: numeric, PACKED_CATEGORICAL: categorical}
 
@@ -201,7 +209,7 @@ def checked(server: TritonServer, model: str, run: Callable[[], Result]) -> Resu
     return result
 
 
-def base_url(server: TritonServer, protocol: Protocol) -> str:
+def base_url(server: TritonServer, protocol: LoadProtocol) -> str:
     if protocol == "grpc":
         return f"http://{server.settings.host}:{server.settings.grpc_port}"
     return server.http_url
@@ -281,7 +289,7 @@ def cache_runs(spec: Spec, work: Path, customers: list[dict[str, Any]], duration
     return rows
 
 
-def open_runs(spec: Spec, work: Path, protocol: Protocol, columns: Mapping[str, np.ndarray],
+def open_runs(spec: Spec, work: Path, protocol: LoadProtocol, columns: Mapping[str, np.ndarray],
               saturated: float, duration_s: float, queue: QueuePolicy) -> list[dict[str, Any]]:
     """Open loop at 0.5x and 0.8x of the saturated throughput; overload at 2x and 4x with and
     without a bounded queue (a fresh server each, so memory starts equal)."""
@@ -469,18 +477,14 @@ def main() -> int:
                         help="bounded queue of the overload runs when the spec sets none "
                              "(0: what the server drains in 50 ms at the measured throughput)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
-        if shutil.which(tool) is None:
-            print(f"error: {tool} not found: apt-get install {package} (make system-deps)",
-                  file=sys.stderr)
-            return 1
+    if not start_benchmark("wrk", "h2load"):
+        return 1
 
     spec = load_spec().only(MODEL)
     # one body per case, so the response cache would answer from memory: measured on its own
     spec = spec.model_copy(update={"models": {MODEL: spec.models[MODEL].model_copy(
         update={"response_cache": False})}})
-    artifacts = ChurnArtifacts.for_version(spec.models[MODEL].version).require()
+    artifacts = TabularArtifacts.for_version(spec.models[MODEL].version).require()
     customers = read_customers(artifacts.test_rows)[:64]
     columns = {k: v.reshape(-1, 1) for k, v in columns_from_rows(customers[:1]).items()}
     work = Path(tempfile.mkdtemp(prefix="bench-suite-"))
@@ -523,7 +527,7 @@ def main() -> int:
         # (bench/tune.py saw it in 5 of 5 tries)
         fastest = max((r for r in rows if r["case"] in {"churn http_json", "churn http_binary"}
                        and r["connections"] == HIGH), key=lambda r: r["requests_per_s"])
-        protocol: Protocol = fastest["case"].split()[-1]
+        protocol: LoadProtocol = fastest["case"].split()[-1]
         saturated = fastest["requests_per_s"]
         queue = spec.models[MODEL].steps.preprocess.dynamic_batching.queue or QueuePolicy(
             max_size=args.queue_max_size or max(8, int(saturated * 0.05)),

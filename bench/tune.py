@@ -25,9 +25,10 @@ failure counter, the same for every protocol: h2load sees no gRPC status) and p9
 accepted requests (tritonserver's latency summary, successes only). It is written only when the
 server came through that run.
 
-The chosen values are written into `--spec` by a targeted text edit (comments and every other
-line kept), read back with `load_spec` and compared with the choice; `--dry-run` writes the
-edit to a temporary copy instead. Report: `<output-dir>/report.md` and `points.json`::
+The chosen values are written into `--spec` by a targeted text edit (`tritonkit.spec_edit`:
+comments and every other line kept), read back with `load_spec` and compared with the choice;
+`--dry-run` writes the edit to a temporary copy instead. Report: `<output-dir>/report.md` and
+`points.json`::
 
     python bench/tune.py                    # make tune
     python bench/tune.py --dry-run          # make tune TUNE_ARGS=--dry-run
@@ -55,15 +56,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadgen import PROTOCOLS, Request, ServerCounts, closed, make_request
+from loadgen import PROTOCOLS, Request, ServerCounts, closed, make_request, start_benchmark
 from pydantic import ValidationError
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import columns_from_rows, read_customers
-from tritonkit.errors import ServerStartError, ServerStopError, SpecError
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.client.customers import columns_from_rows, read_customers
+from tritonkit.errors import ServerStartError, ServerStopError
+from tritonkit.families.render import render_repository
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import DEFAULT_SPEC, QueuePolicy, Spec, load_spec
+from tritonkit.spec_edit import set_in_text
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger("tune")
 MODEL = "churn"
@@ -72,13 +75,12 @@ TARGET = "embedded"
 #: instances and batching on the embedded target (families/tabular_classifier.py).
 STEP_PATH = ("models", MODEL, "steps", "preprocess")
 #: A request an ensemble step refuses counts twice in the ensemble's failure counter
-#: (docs/platform.md, "Request counters of an ensemble of python steps").
+#: (docs/platform.md, "Quirks of Triton 2.51 and what the project does about them": the row
+#: "Request counters of an ensemble of python steps").
 FAILURES_PER_REFUSAL = 2
 #: The share of the best throughput at which a point's sweep counts as saturated
 #: (as bench/overload.py finds the saturating concurrency).
 SATURATED = 0.9
-#: Columns the spec file keeps to; a flow mapping that grows past it is wrapped.
-LINE_LIMIT = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +149,7 @@ def configured(spec: Spec, config: Config, queue: QueuePolicy | None) -> Spec:
 
 
 def one_customer(spec: Spec) -> dict[str, Any]:
-    paths = ChurnArtifacts.for_version(spec.models[MODEL].version, name=MODEL).require()
+    paths = TabularArtifacts.for_version(spec.models[MODEL].version, name=MODEL).require()
     customers = read_customers(paths.test_rows, limit=1)
     return {name: values.reshape(1, 1) for name, values in columns_from_rows(customers).items()}
 
@@ -364,172 +366,7 @@ def check_queue(spec: Spec, config: Config, queue: QueuePolicy, request: Request
     return found
 
 
-# -- the targeted edit of the spec file ----------------------------------------------------------
-
-def _flow(value: Any) -> str:
-    """`value` as YAML flow text, in the spec file's style ([8, 32], {max_size: 5, ...})."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value if re.fullmatch(r"[A-Za-z_][\w.-]*", value) else json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} into the spec")
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _is_content(line: str) -> bool:
-    stripped = line.strip()
-    return bool(stripped) and not stripped.startswith("#")
-
-
-def _flow_end(text: str, start: int) -> int:
-    """Index just past the flow collection opening at text[start] (quotes respected)."""
-    depth, quote = 0, ""
-    for i in range(start, len(text)):
-        char = text[i]
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    raise SpecError(f"unbalanced flow collection in the spec near {text[start:start + 60]!r}")
-
-
-def _split_entries(body: str) -> list[str]:
-    """The top-level entries of a flow mapping's body (between its braces)."""
-    entries, depth, quote, current = [], 0, "", ""
-    for char in body:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            entries.append(current.strip())
-            current = ""
-            continue
-        current += char
-    if current.strip():
-        entries.append(current.strip())
-    return entries
-
-
-def _wrap(prefix: str, entries: list[str], suffix: str) -> list[str]:
-    """`prefix{a, b, ...}suffix`, wrapped at LINE_LIMIT under the brace, as the spec does."""
-    pad = " " * (len(prefix) + 1)
-    lines, current = [], prefix + "{"
-    for k, entry in enumerate(entries):
-        piece = entry + ("," if k < len(entries) - 1 else "")
-        if current == prefix + "{":
-            current += piece
-        elif len(current) + 1 + len(piece) + 1 > LINE_LIMIT:
-            lines.append(current)
-            current = pad + piece
-        else:
-            current += " " + piece
-    lines.append(current + "}" + suffix)
-    return lines
-
-
-def _edit_flow(joined: str, value_start: int, key: str, value: Any) -> str | None:
-    """`joined` (a key's lines) with `key` of the flow mapping at value_start set (None:
-    removed); the other entries as written. None when nothing changes."""
-    stop = _flow_end(joined, value_start)
-    written = _split_entries(joined[value_start + 1:stop - 1])
-    entries = [e for e in written if not re.match(rf"{re.escape(key)}\s*:", e)]
-    if value is not None:
-        entry = f"{key}: {_flow(value)}"
-        at = next((k for k, e in enumerate(written) if re.match(rf"{re.escape(key)}\s*:", e)),
-                  len(written))
-        entries.insert(at, entry)
-    if entries == written:
-        return None
-    tail = joined[stop:]
-    first_line_end = tail.find("\n")
-    suffix, rest = (tail, "") if first_line_end < 0 else (tail[:first_line_end],
-                                                          tail[first_line_end:])
-    return "\n".join(_wrap(joined[:value_start], entries, suffix)) + rest
-
-
-def set_in_text(text: str, path: Sequence[str], value: Any) -> str:
-    """`text` with the value at `path` set (None removes the key), every other line as it was.
-
-    Block mappings are walked by indentation. The last key may sit in a block mapping (its
-    value replaced, or a line added at the end of its mapping) or one level inside a flow
-    mapping (`{a: 1, b: []}`, possibly wrapped over lines, its other entries kept as written).
-    Anything else raises, so a spec the edit does not understand is never half-written.
-    """
-    lines = text.splitlines(keepends=True)
-    begin, end, indent = 0, len(lines), -1  # the block searched, and its parent's indent
-    for depth, key in enumerate(path):
-        last = depth == len(path) - 1
-        content = [i for i in range(begin, end) if _is_content(lines[i])]
-        child_indent = min((_indent(lines[i]) for i in content), default=indent + 2)
-        found = next((i for i in content if _indent(lines[i]) == child_indent
-                      and re.match(rf"\s*{re.escape(key)}:(\s|$)", lines[i])), None)
-        if found is None:  # a new key at the end of this block mapping
-            if value is None:
-                return text
-            nested = value
-            for inner in reversed(path[depth + 1:]):
-                nested = {inner: nested}
-            at = content[-1] + 1 if content else begin
-            added = " " * child_indent + f"{key}: {_flow(nested)}\n"
-            return "".join([*lines[:at], added, *lines[at:]])
-        head = lines[found]
-        colon = head.index(":", _indent(head)) + 1
-        # the key's lines: everything more indented after it (comments and blanks inside too)
-        block_end = found + 1
-        while block_end < end and (not _is_content(lines[block_end])
-                                   or _indent(lines[block_end]) > child_indent):
-            block_end += 1
-        while block_end > found + 1 and not _is_content(lines[block_end - 1]):
-            block_end -= 1
-        inline = head[colon:].strip()
-        value_start = colon + len(head[colon:]) - len(head[colon:].lstrip(" "))
-        if inline and not inline.startswith("#"):  # the value is on the key's line
-            if last and value is None:
-                return "".join(lines[:found] + lines[block_end:])
-            if last and inline[0] not in "[{":  # a scalar; a comment after it is kept
-                comment = re.search(r"\s+#.*$", head[value_start:].rstrip("\n"))
-                new = head[:value_start] + _flow(value) + (comment.group(0) if comment else "")
-                return "".join([*lines[:found], new + "\n", *lines[found + 1:]])
-            joined = "".join(lines[found:block_end])
-            if last:
-                stop = _flow_end(joined, value_start)
-                new = joined[:value_start] + _flow(value) + joined[stop:]
-                return "".join(lines[:found]) + new + "".join(lines[block_end:])
-            if inline[0] != "{" or depth != len(path) - 2:
-                raise SpecError(f"cannot edit {'.'.join(path)}: {key} holds neither a block "
-                                "mapping nor a flow mapping of the last key")
-            edited = _edit_flow(joined, value_start, path[-1], value)
-            if edited is None:
-                return text
-            return "".join(lines[:found]) + edited + "".join(lines[block_end:])
-        if last:  # a block value: replaced by one flow line (or removed)
-            if value is None:
-                return "".join(lines[:found] + lines[block_end:])
-            new = head[:colon] + " " + _flow(value) + head[colon:].rstrip("\n") + "\n"
-            return "".join([*lines[:found], new, *lines[block_end:]])
-        begin, end, indent = found + 1, block_end, child_indent
-    return text
-
+# -- the targeted edit of the spec file (tritonkit.spec_edit) --------------------------------
 
 def edit_spec(text: str, config: Config, queue: QueuePolicy | None, write_queue: bool) -> str:
     """The spec text with the chosen configuration in churn's preprocess step."""
@@ -733,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the queue check's concurrency, times the saturating one")
     parser.add_argument("--output-dir", type=Path, default=Path("bench/results/tune"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start_benchmark()
     args.concurrency = sorted(set(args.concurrency))
     options = parse_preferred(args.preferred)
 

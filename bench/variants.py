@@ -28,16 +28,22 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from loadgen import kserve_body, run_wrk, write_lua
+from loadgen import kserve_body, run_wrk, start_benchmark, write_lua
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
-from tritonkit.features import ALL_FEATURES
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.client.customers import read_customers
+from tritonkit.families.render import render_repository
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import CPU_VARIANTS, Spec, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
 from tritonkit.text.artifacts import TextEmbeddingArtifacts
 from tritonkit.text.tokenizer import length_buckets
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 logger = logging.getLogger("bench")
 BIG_BATCH = {"churn": 256, "minilm": 32}
@@ -55,7 +61,7 @@ def _feeds(name: str, spec: Spec) -> tuple[list[dict[str, np.ndarray]], dict[str
     """(single-row feeds to rotate through, one big batch, request payload sources)."""
     model = spec.models[name]
     if name == "churn":
-        paths = ChurnArtifacts.for_version(model.version).require()
+        paths = TabularArtifacts.for_version(model.version).require()
         customers = read_customers(paths.test_rows)
         schema = paths.load_schema()
         matrix = schema.encode({n: np.array([c[n] for c in customers]) for n in ALL_FEATURES})
@@ -199,10 +205,7 @@ def main() -> int:
     parser.add_argument("--skip-triton", action="store_true", help="in-process figures only")
     parser.add_argument("--output", type=Path, default=Path("bench/results/variants.json"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not args.skip_triton and shutil.which("wrk") is None:
-        print("error: wrk not found: apt-get install wrk (or `make system-deps`)",
-              file=sys.stderr)
+    if not start_benchmark(*(() if args.skip_triton else ("wrk",))):
         return 1
     spec = load_spec()
     names = args.model or list(spec.models)

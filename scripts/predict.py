@@ -8,17 +8,21 @@
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 from pathlib import Path
 
-from tritonkit.client.churn import ChurnClient, read_customers
-from tritonkit.errors import CustomerError, ServerError, ServerUnavailableError
+from tritonkit.client.churn import ChurnClient
+from tritonkit.client.command_line import (
+    EXIT_BAD_INPUT,
+    add_server_options,
+    exit_on_failure,
+    fail,
+    server_url,
+)
+from tritonkit.client.customers import read_customers
+from tritonkit.errors import CustomerError
 
-#: Exit codes; argparse exits with 2 for a bad command line.
-EXIT_BAD_INPUT = 1
-EXIT_UNREACHABLE = 3
-EXIT_SERVER_FAILED = 4
 EPILOG = """\
 exit codes:
   0  every customer was predicted
@@ -32,26 +36,13 @@ Every failure is one line on stderr, starting with "error:".
 """
 
 
-def host_port(text: str) -> str:
-    """A `host:port` URL (an `http://` prefix is dropped), or argparse's usage error."""
-    url = text.strip().removeprefix("http://").rstrip("/")
-    host, _, port = url.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not host:port, e.g. 127.0.0.1:8000")
-    return url
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", type=Path, help="customers: CSV with Telco columns, or JSON list")
-    parser.add_argument("--protocol", choices=["http", "grpc"], default="http",
-                        help="KServe v2 protocol to use")
-    parser.add_argument("--url", type=host_port, default=None,
-                        help="host:port (default 127.0.0.1:8000 for http, :8001 for grpc; "
-                             "env TRITONKIT_URL)")
+    add_server_options(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N customers")
     parser.add_argument("--timeout-s", type=float, default=10.0,
                         help="per-request timeout in seconds")
@@ -61,13 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.limit is not None and args.limit < 0:
         parser.error(f"--limit must be 0 or more, not {args.limit}")
-    url = args.url
-    if url is None and os.environ.get("TRITONKIT_URL"):
-        try:
-            url = host_port(os.environ["TRITONKIT_URL"])
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"TRITONKIT_URL: {exc}")
-    url = url or ("127.0.0.1:8000" if args.protocol == "http" else "127.0.0.1:8001")
+    url = server_url(parser, args)
 
     try:
         customers = read_customers(args.input, limit=args.limit)
@@ -77,27 +62,13 @@ def main() -> int:
         return fail(str(exc), EXIT_BAD_INPUT)
     client = ChurnClient(url, protocol=args.protocol, timeout_s=args.timeout_s,
                          packed=args.packed)
-    try:
+    with exit_on_failure(CustomerError), contextlib.closing(client):
         predictions = client.predict(customers)
-    except CustomerError as exc:
-        return fail(str(exc), EXIT_BAD_INPUT)
-    except ServerUnavailableError as exc:
-        return fail(str(exc), EXIT_UNREACHABLE)
-    except ServerError as exc:
-        return fail(str(exc), EXIT_BAD_INPUT if exc.bad_request else EXIT_SERVER_FAILED)
-    finally:
-        client.close()
     print(f"{'customer':<14} {'churn_probability':>17}  {'risk_level':<10} model_version")
     for p in predictions:
         print(f"{p.customer:<14} {p.churn_probability:>17.4f}  {p.risk_level:<10} "
               f"{p.model_version}")
     return 0
-
-
-def fail(message: str, code: int) -> int:
-    """Print `message` as one `error:` line on stderr and return the exit code."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

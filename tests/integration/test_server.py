@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tritonkit.errors import ServerStartError
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 
 
 def _settings(repository: Path) -> ServerSettings:

@@ -15,19 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tritonkit.child_process import http_ok, stop_process
 from tritonkit.errors import ServerStartError
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 
-from ..support import body_for, post, probability, require_tool
+from ..support import body_for, children, post, probability, require_tool
 
 ROLES = {"HTTP": "http_port", "gRPC": "grpc_port", "metrics": "metrics_port"}
 
@@ -59,24 +59,10 @@ class ServeCli:
         return self.stderr_file.read_text()
 
     def is_serving(self) -> bool:
-        url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return bool(response.status == 200)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return False
-        except OSError:
-            return False
+        return http_ok(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout_s=5)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, 60, "the serve CLI")
         self.process.stdout.close()  # type: ignore[union-attr]
 
 
@@ -93,21 +79,6 @@ def start_cli(repositories: dict[str, Path], tmp_path: Path) -> Iterator[Any]:
     yield start
     for cli in started:
         cli.close()
-
-
-def _children(pid: int) -> list[int]:
-    """PIDs whose parent is `pid` (read from /proc/*/stat: this kernel has no
-    /proc/<pid>/task/*/children)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # pid (comm) state ppid ...; comm may hold spaces and parentheses.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _make_down(pid_file: Path) -> subprocess.CompletedProcess[str]:
@@ -190,7 +161,7 @@ def test_serve_cli_exits_non_zero_with_log_tail_when_tritonserver_exits_by_itsel
     pid_file = tmp_path / "serve.pid"
     cli = start_cli("--pid-file", str(pid_file))
     cli.wait_serving()
-    (tritonserver,) = _children(cli.process.pid)
+    (tritonserver,) = children(cli.process.pid)
 
     os.kill(tritonserver, sig)  # SIGINT: tritonserver shuts down cleanly, by itself
 

@@ -1,5 +1,6 @@
 """`make tune` (bench/tune.py): a tiny search on a copy of the spec, run as a subprocess, and
-the targeted text edit it writes the winner with (every other line and comment kept)."""
+the targeted text edit it writes the winner with (every other line and comment kept;
+tritonkit.spec_edit, whose own tests are tests/unit/test_spec_edit.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.spec import DEFAULT_SPEC, QueuePolicy, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 ROOT = Path(__file__).resolve().parents[2]
 TUNE = ROOT / "bench" / "tune.py"
@@ -47,7 +48,7 @@ def assert_only_tuned_lines_changed(before: str, after: str) -> None:
 
 @pytest.mark.slow
 def test_tune_writes_the_winner_into_a_copy_of_the_spec(
-    tmp_path: Path, artifacts: ChurnArtifacts
+    tmp_path: Path, artifacts: TabularArtifacts
 ) -> None:
     spec_copy = tmp_path / "models.yaml"
     shutil.copy2(DEFAULT_SPEC, spec_copy)
@@ -98,15 +99,4 @@ def test_the_spec_edit_keeps_every_other_line(monkeypatch: pytest.MonkeyPatch) -
     assert len(changed) == 3 and max(map(len, changed)) <= 100, changed  # wrapped under "{"
     # the queue removed again gives back the file as it was
     assert tune.edit_spec(edited, tune.Config(2, 0, ()), None, True) == text
-    # block style: values replaced in place, comments kept, a missing key added at the end
-    block = ("models:\n  churn:\n    steps:\n      preprocess:  # fused\n        instances:\n"
-             "          embedded: 2   # two\n          production: 2\n"
-             "        dynamic_batching:\n          # no wait\n          max_queue_delay_us: 0\n"
-             "      model:\n        instances: {embedded: 2, production: 1}\n")
-    assert tune.edit_spec(block, tune.Config(1, 200, (8,)), queue, True) == (
-        "models:\n  churn:\n    steps:\n      preprocess:  # fused\n        instances:\n"
-        "          embedded: 1   # two\n          production: 2\n"
-        "        dynamic_batching:\n          # no wait\n          max_queue_delay_us: 200\n"
-        "          preferred_batch_size: [8]\n"
-        "          queue: {max_size: 190, timeout_us: 100000}\n"
-        "      model:\n        instances: {embedded: 2, production: 1}\n")
+    # the edit itself (block and flow style, comments): tests/unit/test_spec_edit.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tritonkit.gateway.breaker import BreakerState, CircuitBreaker
+from tritonkit.client.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:
@@ -29,6 +29,15 @@ def _fail(breaker: CircuitBreaker, times: int) -> None:
     for _ in range(times):
         assert breaker.allow()
         breaker.record_failure()
+
+
+def _probing(clock: Clock, changes: list[BreakerState] | None = None) -> CircuitBreaker:
+    """A breaker opened by three failures, cooled down, that has just let its probe through."""
+    breaker = _breaker(clock, changes)
+    _fail(breaker, 3)
+    clock.now += 2.0
+    assert breaker.allow()
+    return breaker
 
 
 def test_breaker_stays_closed_when_failures_are_fewer_than_the_threshold(clock: Clock) -> None:
@@ -69,20 +78,14 @@ def test_breaker_lets_exactly_one_probe_through_when_cool_down_has_passed(clock:
 
 def test_breaker_closes_when_the_probe_succeeds(clock: Clock) -> None:
     changes: list[BreakerState] = []
-    breaker = _breaker(clock, changes)
-    _fail(breaker, 3)
-    clock.now += 2.0
-    assert breaker.allow()
+    breaker = _probing(clock, changes)
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED and breaker.allow()
     assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
 
 
 def test_breaker_reopens_for_another_cool_down_when_the_probe_fails(clock: Clock) -> None:
-    breaker = _breaker(clock)
-    _fail(breaker, 3)
-    clock.now += 2.0
-    assert breaker.allow()
+    breaker = _probing(clock)
     breaker.record_failure()
     assert breaker.state is BreakerState.OPEN and not breaker.allow()
     clock.now += 2.0
@@ -90,10 +93,7 @@ def test_breaker_reopens_for_another_cool_down_when_the_probe_fails(clock: Clock
 
 
 def test_breaker_frees_the_probe_slot_when_the_probe_is_cancelled(clock: Clock) -> None:
-    breaker = _breaker(clock)
-    _fail(breaker, 3)
-    clock.now += 2.0
-    assert breaker.allow()
+    breaker = _probing(clock)
     breaker.release()
     assert breaker.allow()
 

@@ -3,7 +3,6 @@ which URL failed when the server cannot be reached; no tritonserver is started."
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import socket
@@ -13,11 +12,19 @@ from typing import Any
 
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import ChurnClient, columns_from_rows, read_customers
+from tritonkit.client.churn import ChurnClient
+from tritonkit.client.customers import columns_from_rows, read_customers
 from tritonkit.errors import CustomerError, ServerUnavailableError
-from tritonkit.features import NUMERIC_BOUNDS
-from tritonkit.serve.server import free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+
+from ..support import customers_csv
+
+CHURN = contract("churn")
+NUMERIC_BOUNDS = CHURN.bounds
+
+
 
 
 def _changed(customers: list[dict[str, Any]], row: int, **fields: Any) -> list[dict[str, Any]]:
@@ -35,22 +42,6 @@ def _refusal(rows: list[dict[str, Any]]) -> str:
     return message
 
 
-def _write_csv(artifacts: ChurnArtifacts, path: Path, rows: int = 3, **cells: str) -> Path:
-    """The first `rows` test customers as a CSV; `cells` maps "row:column" to a new cell."""
-    with open(artifacts.test_rows, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or ())
-        lines = [row for _, row in zip(range(rows), reader, strict=False)]
-    for where, value in cells.items():
-        index, column = where.split(":")
-        lines[int(index)][column] = value
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, header)
-        writer.writeheader()
-        writer.writerows(lines)
-    return path
-
-
 def test_columns_from_rows_refuses_seniorcitizen_when_it_is_a_fraction(
     customers: list[dict[str, Any]]
 ) -> None:
@@ -60,21 +51,22 @@ def test_columns_from_rows_refuses_seniorcitizen_when_it_is_a_fraction(
             "seniorcitizen"][2, 0] == 1
     customer = customers[2]["customerid"]
     message = _refusal(_changed(customers, 2, seniorcitizen=0.7))
-    assert message == f"row 2 (customer {customer}): seniorcitizen: 0.7 is not 0 or 1"
+    assert message == f"row 2 (customerid {customer}): seniorcitizen: 0.7 is not 0 or 1"
 
 
 def test_read_customers_names_row_and_field_when_tenure_is_empty(
-    artifacts: ChurnArtifacts, tmp_path: Path
+    artifacts: TabularArtifacts, tmp_path: Path
 ) -> None:
     # A blank totalcharges is a customer not billed yet: 0.0, as in training.
     blank = {"0:totalcharges": " "}
-    billed = read_customers(_write_csv(artifacts, tmp_path / "billed.csv", **blank))
+    billed = read_customers(customers_csv(artifacts.test_rows, tmp_path / "billed.csv", 3,
+                                          **blank))
     assert billed[0]["totalcharges"] == 0.0
-    path = _write_csv(artifacts, tmp_path / "bad.csv", **{"1:tenure": ""})
+    path = customers_csv(artifacts.test_rows, tmp_path / "bad.csv", 3, **{"1:tenure": ""})
     with pytest.raises(CustomerError) as info:
         read_customers(path)
     customer = billed[1]["customerid"]
-    assert str(info.value) == f"{path}: row 1 (customer {customer}): tenure: '' is not a number"
+    assert str(info.value) == f"{path}: row 1 (customerid {customer}): tenure: '' is not a number"
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "nan", "inf", 10**400])
@@ -82,7 +74,7 @@ def test_columns_from_rows_refuses_number_when_it_is_not_finite(
     customers: list[dict[str, Any]], value: Any
 ) -> None:
     message = _refusal(_changed(customers, 3, tenure=value))
-    assert message.startswith(f"row 3 (customer {customers[3]['customerid']}): tenure: ")
+    assert message.startswith(f"row 3 (customerid {customers[3]['customerid']}): tenure: ")
     assert "NaN or infinite value" in message
 
 
@@ -92,7 +84,7 @@ def test_columns_from_rows_refuses_number_when_float32_would_make_it_infinite(
     # float32 tops out near 3.4e38: a cast after the check would send infinity.
     message = _refusal(_changed(customers, 1, monthlycharges=1e39))
     maximum = NUMERIC_BOUNDS["monthlycharges"][1]
-    assert message.startswith(f"row 1 (customer {customers[1]['customerid']}): monthlycharges: ")
+    assert message.startswith(f"row 1 (customerid {customers[1]['customerid']}): monthlycharges: ")
     assert f"above the maximum {maximum:g}" in message
 
 
@@ -106,7 +98,7 @@ def test_columns_from_rows_refuses_number_when_outside_numeric_bounds(
     customers: list[dict[str, Any]], name: str, value: Any, words: str
 ) -> None:
     message = _refusal(_changed(customers, 4, **{name: value}))
-    assert message.startswith(f"row 4 (customer {customers[4]['customerid']}): {name}: ")
+    assert message.startswith(f"row 4 (customerid {customers[4]['customerid']}): {name}: ")
     assert words in message
 
 
@@ -115,7 +107,7 @@ def test_columns_from_rows_names_first_bad_row_when_several_rows_are_bad(
 ) -> None:
     rows = _changed(customers, 4, tenure=math.nan)
     rows[2]["monthlycharges"] = 1e6
-    assert _refusal(rows).startswith(f"row 2 (customer {customers[2]['customerid']}): "
+    assert _refusal(rows).startswith(f"row 2 (customerid {customers[2]['customerid']}): "
                                      "monthlycharges: value 1e+06 at row(s) 2 is above")
 
 
@@ -144,7 +136,7 @@ def test_read_customers_refuses_file_when_json_is_not_a_list_of_objects(
 
 
 def test_read_customers_names_missing_columns_when_csv_lacks_telco_columns(
-    artifacts: ChurnArtifacts, tmp_path: Path
+    artifacts: TabularArtifacts, tmp_path: Path
 ) -> None:
     lines = artifacts.test_rows.read_text().splitlines()[:3]
     header = lines[0].split(",")
@@ -156,7 +148,7 @@ def test_read_customers_names_missing_columns_when_csv_lacks_telco_columns(
     with pytest.raises(CustomerError) as info:
         read_customers(path)
     assert str(info.value) == (
-        f"{path}: not a Telco customer CSV: missing column(s) tenure, contract"
+        f"{path}: not a churn CSV: missing column(s) tenure, contract"
     )
     path.write_text("Dear customer,\nthis is a letter, not a table.\n")
     with pytest.raises(CustomerError, match="has none of the columns tenure"):
@@ -169,7 +161,7 @@ def test_read_customers_names_missing_columns_when_csv_lacks_telco_columns(
                                                    "(no paymentmethod, churn)"),
 ])
 def test_read_customers_names_row_when_csv_row_has_extra_or_missing_cells(
-    artifacts: ChurnArtifacts, tmp_path: Path, change: Any, words: str
+    artifacts: TabularArtifacts, tmp_path: Path, change: Any, words: str
 ) -> None:
     lines = artifacts.test_rows.read_text().splitlines()[:4]
     lines[2] = change(lines[2])
@@ -178,7 +170,7 @@ def test_read_customers_names_row_when_csv_row_has_extra_or_missing_cells(
     customer = lines[2].split(",")[0]
     with pytest.raises(CustomerError) as info:
         read_customers(path)
-    assert str(info.value) == f"{path}: row 1 (customer {customer}): {words}"
+    assert str(info.value) == f"{path}: row 1 (customerid {customer}): {words}"
 
 
 def test_read_customers_refuses_file_when_it_is_not_text(tmp_path: Path) -> None:

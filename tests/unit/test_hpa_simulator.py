@@ -1,7 +1,7 @@
-"""The HPA simulator (tritonkit.scaling.hpa): the Kubernetes rules on synthetic inputs against
-hand-computed answers, then the recorded load test (deploy/k8s/recorded/, real tritonserver
-CPU) replayed under deploy/k8s/policy.yaml: no scale-out on a spike shorter than the 300 s
-window, scale-out after sustained load, scale-in only after 600 s low, 2..10 respected."""
+"""The HPA simulator (tritonkit.scaling.hpa_controller): the Kubernetes rules on synthetic
+inputs against hand-computed answers, then the recorded load test (deploy/k8s/recorded/, real
+tritonserver CPU) replayed under deploy/k8s/policy.yaml: no scale-out on a spike shorter than
+the 300 s window, scale-out after sustained load, scale-in only after 600 s low, 2..10 respected."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import json
 import pytest
 import yaml
 
-from tritonkit.scaling.hpa import Controller, HpaSpec, proposed_replicas, utilization_percent
+from tritonkit.scaling.hpa_controller import (
+    Controller,
+    HpaSpec,
+    proposed_replicas,
+    utilization_percent,
+)
 from tritonkit.scaling.policy import K8S_DIR, ScalingRules, load_policy
 from tritonkit.scaling.replay import RECORDED, Replay, changes, default_replay, read_series
 

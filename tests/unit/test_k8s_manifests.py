@@ -20,7 +20,7 @@ from kubernetes_validate import utils as kubernetes_validate
 
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.scaling import checks
-from tritonkit.scaling.hpa import HpaSpec
+from tritonkit.scaling.hpa_controller import HpaSpec
 from tritonkit.scaling.kubectl import (
     KUBECTL,
     KUBECTL_VERSION,
@@ -39,7 +39,8 @@ from tritonkit.scaling.manifests import (
 )
 from tritonkit.scaling.policy import load_policy, parse_policy
 from tritonkit.scaling.replay import triton_cpu
-from tritonkit.serve.server import RESTRICTED_APIS, tritonserver_binary
+from tritonkit.serve.environment import tritonserver_binary
+from tritonkit.serve.server import RESTRICTED_APIS
 
 from ..support import require_tool
 

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.errors import ServerStartError
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 from ..support import body_for, with_input
 
@@ -28,7 +29,7 @@ def test_start_raises_with_fix_when_repository_is_empty(tmp_path: Path) -> None:
 
 
 def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
-    artifacts: ChurnArtifacts, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]
+    artifacts: TabularArtifacts, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray]
 ) -> None:
     from tritonkit.baseline.naive_server import create_app
 
@@ -46,7 +47,7 @@ def test_naive_baseline_answers_like_the_ensemble_when_given_the_same_body(
     ("contract", "Weekly", "contract: unknown category 'Weekly'"),
 ])
 def test_naive_baseline_refuses_like_the_ensemble_when_a_value_is_impossible(
-    artifacts: ChurnArtifacts, customers: list[dict[str, Any]], name: str, value: Any,
+    artifacts: TabularArtifacts, customers: list[dict[str, Any]], name: str, value: Any,
     words: str,
 ) -> None:
     from tritonkit.baseline.naive_server import create_app

@@ -6,7 +6,7 @@ with jittered exponential back-off (tenacity) only on connection errors, timeout
 local fallback model, whose answers are marked `degraded` with its own `model_version`::
 
     client = GatewayClient("https://127.0.0.1:8080", api_key, cafile=Path(".cache/certs/cert.pem"),
-                           fallback=FallbackModel.load(ChurnArtifacts.for_version(1).fallback))
+                           fallback=FallbackModel.load(TabularArtifacts.for_version(1).fallback))
     answer = client.predict("7590-VHVEG", features)   # GatewayPrediction(..., degraded=False)
 """
 
@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
-from tritonkit.client.churn import ChurnClient, Prediction, Protocol
+from tritonkit.client.breaker import CircuitBreaker
+from tritonkit.client.churn import ChurnClient, Prediction
+from tritonkit.client.fallback import FallbackModel
+from tritonkit.client.triton import WireProtocol
 from tritonkit.errors import CustomerError, ServerError, ServerUnavailableError, TritonKitError
-from tritonkit.gateway.breaker import CircuitBreaker
-from tritonkit.gateway.fallback import FallbackModel
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -269,7 +270,7 @@ class ResilientChurnClient:
     attempt timeout; with a fallback, customers are answered locally while Triton cannot.
     """
 
-    def __init__(self, url: str, protocol: Protocol = "http", *,
+    def __init__(self, url: str, protocol: WireProtocol = "http", *,
                  policy: RetryPolicy | None = None, breaker: CircuitBreaker | None = None,
                  fallback: FallbackModel | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:

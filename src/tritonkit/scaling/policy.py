@@ -1,7 +1,8 @@
 """The scaling and rollout policy of deploy/k8s/ (deploy/k8s/policy.yaml), loaded once.
 
 The manifests' checks (`tritonkit.scaling.manifests`) and the HPA simulator
-(`tritonkit.scaling.hpa`) read their numbers from here, so the policy has one source::
+(`tritonkit.scaling.hpa_controller`) read their numbers from here, so the policy has one
+source::
 
     policy = load_policy()
     policy.autoscaling.min_replicas                  # 2

@@ -1,4 +1,4 @@
-"""Replay a recorded CPU series through the HPA (tritonkit.scaling.hpa) and report the
+"""Replay a recorded CPU series through the HPA (tritonkit.scaling.hpa_controller) and report the
 replica trajectory the policy gives.
 
 The recording (bench/hpa_recording.py, deploy/k8s/recorded/cpu_series.csv) is the CPU of one
@@ -9,28 +9,25 @@ the container's limit). Each sync the controller sees the mean of the samples of
 `metric_window_s` (metrics-server's resolution). A pod the HPA adds takes `startup_s` to become
 ready (the recorded load time) and is counted as unready for one more metric window; a pod it
 removes stops serving at once. Utilization is relative to the Triton container's CPU request in
-deploy/k8s/base/deployment.yaml.
+deploy/k8s/base/deployment.yaml. `python -m tritonkit.scaling.hpa` runs it::
 
-    python -m tritonkit.scaling.hpa deploy/k8s/recorded/cpu_series.csv
-    python -m tritonkit.scaling.hpa deploy/k8s/recorded/cpu_series.csv --hold-last-s 900
-    python -m tritonkit.scaling.hpa ... --default-tolerance   # a cluster without the gate
+    replay = default_replay(RECORDED / "cpu_series.csv", hold_last_s=900)
+    print(report(replay, replay.run()))
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tritonkit.scaling.hpa import Controller, Decision, HpaSpec
+from tritonkit.scaling.hpa_controller import Controller, Decision, HpaSpec
 from tritonkit.scaling.policy import K8S_DIR, load_policy
 
 RECORDED = K8S_DIR / "recorded"
@@ -205,33 +202,3 @@ def report(replay: Replay, steps: Sequence[Step]) -> str:
     if not changes(steps):
         lines.append("  none")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tritonkit.scaling.hpa",
-        description="Replay a recorded CPU series through the HPA policy of deploy/k8s/.")
-    parser.add_argument("series", type=Path, nargs="?", default=RECORDED / "cpu_series.csv")
-    parser.add_argument("--hold-last-s", type=float, default=0.0,
-                        help="repeat the last phase's samples this long after the recording")
-    parser.add_argument("--default-tolerance", action="store_true",
-                        help="ignore behavior.*.tolerance (a cluster without the feature gate)")
-    parser.add_argument("--csv", action="store_true", help="every sync as CSV instead")
-    args = parser.parse_args(argv)
-    replay = default_replay(args.series, args.hold_last_s, args.default_tolerance)
-    steps = replay.run()
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["t_s", "phase", "demand_cores", "ready", "utilization", "proposed",
-                         "stabilized", "replicas", "reason"])
-        for s in steps:
-            d = s.decision
-            writer.writerow([d.time_s, s.phase, s.demand_cores, s.ready, d.utilization,
-                             d.proposed, d.stabilized, d.replicas, d.reason])
-    else:
-        print(report(replay, steps))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

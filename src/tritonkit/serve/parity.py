@@ -35,7 +35,7 @@ from tritonkit.errors import ServerStartError
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config, write_config
 from tritonkit.repository.layout import ONNX_SESSION, STEP_CONTRACT, STEPS_DIR
-from tritonkit.serve.server import stub_python
+from tritonkit.serve.environment import stub_python
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """The one owner of a `tritonserver` process on a plain machine (no Docker, no GPU).
 
 It runs the Triton 2.51 binary that the `nvidia-pytriton` wheel ships, with the python backend
-laid out from that wheel (see docs/platform.md). Scripts, `make up` and the tests use it::
+laid out from that wheel (see docs/platform.md; `serve.environment` finds and prepares them),
+as a child of this process that dies with it (`tritonkit.child_process`). Scripts, `make up`
+and the tests use it::
 
     with TritonServer(ServerSettings(model_repository=Path("model_repository"))) as server:
         print(server.http_url)   # http://127.0.0.1:8000
@@ -9,19 +11,12 @@ laid out from that wheel (see docs/platform.md). Scripts, `make up` and the test
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
-import functools
-import json
 import logging
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -30,20 +25,20 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
+from tritonkit.child_process import spawn, stop_process
 from tritonkit.errors import ServerInterrupted, ServerStartError, ServerStopError
 from tritonkit.paths import CACHE
+from tritonkit.serve.environment import (
+    prepare_backend_directory,
+    pytriton_root,
+    server_environment,
+    stub_python,
+    tritonserver_binary,
+)
+from tritonkit.serve.ports import listening_ports
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-#: Allocators preloaded into tritonserver, the first one present wins. glibc malloc/free took
-#: ~30 % of tritonserver's CPU at concurrency 64 (perf); jemalloc raised throughput ~25 %
-#: (bench/suite.py). Triton's own docs recommend jemalloc or tcmalloc. Debian: libjemalloc2.
-ALLOCATORS = (
-    Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
-    Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
-    Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"),
-)
 #: Log lines tritonserver writes on every machine without a GPU; not the reason for a failure.
 _CPU_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "cuda", "CUDA")
 #: Triton's APIs that answer only requests carrying the admin key (`ServerSettings.admin_key`),
@@ -63,7 +58,8 @@ _SERVICES = (
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerSettings:
-    """How to run tritonserver. Ports of 0 are not allowed: pick free ones with `free_port()`."""
+    """How to run tritonserver. Ports of 0 are not allowed: pick free ones with
+    `ports.free_port()`."""
 
     model_repository: Path
     host: str = "127.0.0.1"
@@ -89,7 +85,7 @@ class ServerSettings:
     # and its environment. The production-parity test passes one made from the image's
     # requirements alone (`python_environment.make_environment`).
     python_environment: Path | None = None
-    # Preload jemalloc/tcmalloc (see ALLOCATORS) when one is installed.
+    # Preload jemalloc/tcmalloc (environment.ALLOCATORS) when one is installed.
     preload_allocator: bool = True
     extra_args: tuple[str, ...] = ()
 
@@ -99,139 +95,6 @@ class ServerSettings:
             raise ServerStartError(
                 f"the HTTP, gRPC and metrics ports must differ, got {ports}: tritonserver "
                 "cannot serve two of them on one port")
-
-
-def _pytriton_root() -> Path:
-    try:
-        import pytriton
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ServerStartError(
-            "the nvidia-pytriton wheel is not installed: run `make setup`"
-        ) from exc
-    return Path(pytriton.__file__).resolve().parent
-
-
-def tritonserver_binary() -> Path:
-    """Path of the tritonserver binary shipped inside the nvidia-pytriton wheel."""
-    binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
-    if not binary.exists():
-        raise ServerStartError(f"tritonserver not found at {binary}: run `make setup`")
-    return binary
-
-
-@dataclasses.dataclass(frozen=True)
-class StubPython:
-    """The Python that runs the python stubs: its version (which stub), where its libpython
-    lies, its bin/ and the site-packages the steps import from."""
-
-    version: str
-    libdir: str
-    bin_dir: str
-    site_packages: tuple[str, ...]
-    #: a virtualenv of its own (not this interpreter's environment)
-    separate: bool = False
-
-
-_PROBE = ("import json, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps({"
-          "'version': '%d.%d' % sys.version_info[:2], 'libdir': sysconfig.get_config_var("
-          "'LIBDIR'), 'bin_dir': p['scripts'], 'site_packages': [p['purelib'], p['platlib']]}))")
-
-
-@functools.cache
-def stub_python(environment: Path | None = None) -> StubPython:
-    """This interpreter, or the virtualenv at `environment` (asked by running its python)."""
-    if environment is None:
-        paths = sysconfig.get_paths()
-        return StubPython(f"{sys.version_info.major}.{sys.version_info.minor}",
-                          str(sysconfig.get_config_var("LIBDIR")),
-                          str(Path(sys.executable).parent),
-                          tuple(dict.fromkeys([paths["purelib"], paths["platlib"]])))
-    python = environment / "bin" / "python"
-    if not python.exists():
-        raise ServerStartError(f"{environment} is not a virtualenv: {python} is missing")
-    done = subprocess.run([str(python), "-I", "-c", _PROBE], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        raise ServerStartError(f"{python} does not run: {done.stderr.strip()[-500:]}")
-    found = json.loads(done.stdout)
-    return StubPython(found["version"], found["libdir"], found["bin_dir"],
-                      tuple(dict.fromkeys(found["site_packages"])), separate=True)
-
-
-def prepare_backend_directory(target: Path, version: str | None = None) -> Path:
-    """Lay out `<target>/python/` the way Triton expects, from the wheel's files.
-
-    The wheel keeps the backend library and one stub per Python version apart; Triton wants the
-    stub beside `libtriton_python.so`. The stub must match the Python that runs the steps
-    (`version`, "3.11"; default this interpreter's).
-    """
-    root = _pytriton_root() / "tritonserver"
-    source = root / "backends" / "python"
-    version = version or f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.exists():
-        raise ServerStartError(
-            f"no python backend stub for Python {version} in the nvidia-pytriton wheel: "
-            "use Python 3.8 to 3.13"
-        )
-    python_dir = target / "python"
-    python_dir.mkdir(parents=True, exist_ok=True)
-    for path in (
-        source / "libtriton_python.so",
-        source / "triton_python_backend_utils.py",
-        stub,
-    ):
-        destination = python_dir / path.name
-        if not destination.exists() or destination.stat().st_size != path.stat().st_size:
-            # Copy then rename, so a server starting at the same time never sees half a file.
-            partial = destination.with_name(f".{path.name}.{os.getpid()}")
-            shutil.copy2(path, partial)
-            os.replace(partial, destination)
-    return target
-
-
-def find_allocator() -> Path | None:
-    """The first allocator of ALLOCATORS installed on this machine, if any."""
-    return next((path for path in ALLOCATORS if path.exists()), None)
-
-
-def server_environment(preload_allocator: bool = True, python: StubPython | None = None
-                       ) -> dict[str, str]:
-    """Environment for tritonserver and the python stubs it spawns.
-
-    Workaround (Triton 2.51 from the pytriton wheel): the stub links `libcudart` from the wheel's
-    `nvidia_pytriton.libs` and `libpython3.X.so` from its Python's LIBDIR, and imports
-    numpy/onnxruntime through PYTHONPATH, so all three must be set for it. A separate
-    environment (`python.separate`) gets its own site-packages alone: nothing of this process's
-    PYTHONPATH reaches the steps.
-    """
-    python = python or stub_python()
-    root = _pytriton_root()
-    libs = [str(root.parent / "nvidia_pytriton.libs"), python.libdir]
-    env = dict(os.environ)
-    if env.get("LD_LIBRARY_PATH"):
-        libs.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = ":".join(libs)
-    paths = list(python.site_packages)
-    if env.get("PYTHONPATH") and not python.separate:
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = ":".join(dict.fromkeys(paths))
-    if python.separate:
-        env.pop("VIRTUAL_ENV", None)
-        env.pop("PYTHONHOME", None)
-    # The stub's embedded interpreter ignores PYTHONPATH and finds its prefix (and so its
-    # site-packages) from the first `python3` on PATH: put its Python's bin/ first, so a
-    # virtualenv's numpy < 2 is the one imported, not a system numpy 2 (docs/platform.md).
-    env["PATH"] = os.pathsep.join([python.bin_dir, env.get("PATH", "")])
-    # Each step is one process per instance; extra BLAS/ORT threads only fight over the cores.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    allocator = find_allocator() if preload_allocator else None
-    if allocator is not None:
-        env["LD_PRELOAD"] = ":".join(filter(None, [str(allocator), env.get("LD_PRELOAD")]))
-    elif preload_allocator:
-        logger.info("no jemalloc/tcmalloc found: `apt-get install libjemalloc2` makes "
-                    "tritonserver ~25 % faster under load")
-    return env
 
 
 def check_ports_free(settings: ServerSettings) -> None:
@@ -261,37 +124,6 @@ def check_ports_free(settings: ServerSettings) -> None:
             ) from exc
 
 
-def listening_ports(pid: int) -> set[int] | None:
-    """TCP ports that process `pid` listens on, from Linux's /proc; None where /proc can't say."""
-    fd_dir = Path(f"/proc/{pid}/fd")
-    if not fd_dir.is_dir() or not Path("/proc/net/tcp").exists():
-        return None
-    sockets = set()
-    for fd in fd_dir.iterdir():
-        try:
-            sockets.add(os.readlink(fd))
-        except OSError:  # closed while we looked
-            continue
-    ports = set()
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        if not table.exists():
-            continue
-        for row in table.read_text().splitlines()[1:]:
-            # sl local_address rem_address st ... inode; st 0A is LISTEN, ports are hex.
-            fields = row.split()
-            if fields[3] == "0A" and f"socket:[{fields[9]}]" in sockets:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
 class TritonServer:
     """Starts, health-checks and stops one tritonserver process."""
 
@@ -300,7 +132,6 @@ class TritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         self.log_file = settings.log_file or Path(
             tempfile.mkdtemp(prefix="tritonkit-")) / "tritonserver.log"
-        self._log_handle: object | None = None
         self._served = False  # became ready at least once
         self._stop_requested = False
 
@@ -354,7 +185,7 @@ class TritonServer:
         ]
         if s.cache_size_bytes > 0:
             cmd += [
-                f"--cache-directory={_pytriton_root() / 'tritonserver' / 'caches'}",
+                f"--cache-directory={pytriton_root() / 'tritonserver' / 'caches'}",
                 f"--cache-config=local,size={s.cache_size_bytes}",
             ]
         if s.admin_key:
@@ -381,17 +212,8 @@ class TritonServer:
         if self.settings.admin_key:  # the key stays out of logs
             shown = shown.replace(self.settings.admin_key, "<admin-key>")
         logger.info("starting %s", shown)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_handle = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
-        self._log_handle = log_handle
-        self._process = subprocess.Popen(
-            cmd,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            env=server_environment(self.settings.preload_allocator,
-                                   stub_python(self.settings.python_environment)),
-            preexec_fn=_die_with_parent,
-        )
+        self._process = spawn(cmd, self.log_file, env=server_environment(
+            self.settings.preload_allocator, stub_python(self.settings.python_environment)))
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -499,18 +321,7 @@ class TritonServer:
         if process.poll() is None and not served:
             process.kill()
             process.wait()
-        elif process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("tritonserver ignored SIGINT for %.0f s; killing it", timeout_s)
-                process.kill()
-                process.wait()
-        if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
-            self._log_handle = None
-        code = process.returncode
+        code = stop_process(process, signal.SIGINT, timeout_s, "tritonserver")
         if check and code not in (0, -signal.SIGINT):
             raise ServerStopError(
                 f"tritonserver exited with code {code}; last log lines:\n{self.log_tail()}"
@@ -526,24 +337,3 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop(check=exc_type is None)
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now and not handed out before by this process (for tests
-    and side-by-side benchmarks).
-
-    The kernel can give the same ephemeral port to two binds in a row once the first socket is
-    closed: a server's HTTP and metrics ports then collide ("cannot listen to HTTP requests
-    and metrics requests at the same address and port", seen in CI).
-    """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise OSError("no free port that was not handed out already")

@@ -31,17 +31,19 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tritonkit.child_process import ChildProcess, http_ok
 from tritonkit.errors import ServerStartError, TritonKitError
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
 from tritonkit.monitor.receivers import alertmanager_config
 from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
-from tritonkit.monitor.service import MonitorService, MonitorSettings
+from tritonkit.monitor.service import MonitorService
+from tritonkit.monitor.settings import MonitorSettings
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.entry_points import repository_entry_points
-from tritonkit.serve.process import ChildProcess, http_ok
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""A server run as a child process: what the gateway, Prometheus and Alertmanager owners share.
+"""A server run as a child process: the one owner of a child's lifecycle.
 
-The child dies with its parent, writes its log to a file, is polled for readiness against a
-deadline (an exit or a time-out is raised with the log's tail), and is stopped with a signal,
-then killed. `TritonServer` (serve/server.py) does the same with more around it::
+A child dies with its parent (`die_with_parent`, Linux's PR_SET_PDEATHSIG, as pytriton does),
+writes its log to a file (`spawn`), is polled for readiness against a deadline (an exit or a
+time-out is raised with the log's tail), and is stopped with a signal, then killed
+(`stop_process`). `TritonServer` (serve/server.py) uses `spawn` and `stop_process` with more
+around them; the gateway, Prometheus and Alertmanager owners are `ChildProcess` subclasses::
 
     class Echo(ChildProcess):
         name = "echo"
@@ -15,6 +17,7 @@ then killed. `TritonServer` (serve/server.py) does the same with more around it:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import ssl
@@ -23,15 +26,52 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tritonkit.errors import ServerStartError, ServerStopError
-from tritonkit.serve.server import _die_with_parent
 
 logger = logging.getLogger(__name__)
 _C = TypeVar("_C", bound="ChildProcess")
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask the kernel to SIGKILL this process when its parent dies (a `preexec_fn`)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def spawn(cmd: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None
+          ) -> subprocess.Popen[bytes]:
+    """Start `cmd` as a child that dies with its parent, its stdout and stderr in `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=die_with_parent)
+
+
+def stop_process(process: subprocess.Popen[Any], stop_signal: int, timeout_s: float,
+                 name: str) -> int:
+    """`stop_signal`, wait up to `timeout_s`, then SIGKILL; returns the exit code.
+
+    A process that has exited already is left as it is.
+    """
+    if process.poll() is None:
+        process.send_signal(stop_signal)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s ignored %s for %.0f s; killing it", name,
+                           signal.Signals(stop_signal).name, timeout_s)
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def http_ok(url: str, *, cafile: Path | None = None, timeout_s: float = 2.0) -> bool:
@@ -81,11 +121,8 @@ class ChildProcess:
         if self._process is not None:
             raise ServerStartError(f"{self.name} is already running; call stop() first")
         cmd = self.command()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting %s", " ".join(cmd))
-        with open(self.log_file, "wb") as log:  # the child keeps its own descriptor
-            self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                             preexec_fn=_die_with_parent)
+        self._process = spawn(cmd, self.log_file)
         deadline = time.monotonic() + timeout_s
         while not self.is_ready():
             code = self._process.poll()
@@ -111,18 +148,10 @@ class ChildProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(self.stop_signal)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s ignored its stop signal for %.0f s; killing it",
-                               self.name, timeout_s)
-                process.kill()
-                process.wait()
-        if check and process.returncode not in (0, -self.stop_signal):
-            raise ServerStopError(f"{self.name} exited with code {process.returncode}; last "
-                                  f"log lines:\n{self.log_tail()}")
+        code = stop_process(process, self.stop_signal, timeout_s, self.name)
+        if check and code not in (0, -self.stop_signal):
+            raise ServerStopError(
+                f"{self.name} exited with code {code}; last log lines:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 25) -> str:
         try:
