@@ -164,8 +164,9 @@ def trivial_server() -> Iterator[tuple[str, str, int]]:
 @contextmanager
 def own_triton(work: Path) -> Iterator[tuple[str, str, int]]:
     """(HTTP URL, gRPC host:port, pid) of a tritonserver serving what `make up` serves."""
-    from tritonkit.repository.build import render_repository
-    from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+    from tritonkit.families.render import render_repository
+    from tritonkit.serve.ports import free_port
+    from tritonkit.serve.server import ServerSettings, TritonServer
     from tritonkit.spec import load_spec
 
     repository = work / "model_repository"

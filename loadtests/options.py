@@ -42,12 +42,13 @@ def add_options(parser: Any) -> None:
              "default: every ensemble in configs/models.yaml")
     parser.add_argument(
         "--customers", default="", env_var="LOCUST_CUSTOMERS",
-        help="held-out customers (Telco CSV or JSON) for churn; "
+        help="rows (CSV or JSON of its features) for /predict's model, churn; "
              "default: artifacts/churn/<version>/test.csv")
     parser.add_argument(
         "--drift-share", type=float, default=0.0, env_var="LOCUST_DRIFT_SHARE",
-        help="share of requests that are drifted: tenure up 36 months, and in half of them "
-             "the contract 'Weekly', unseen in training, which Triton refuses with 400")
+        help="share of requests that are drifted: a tabular model's first numeric feature up "
+             "half its held-out range (churn: tenure up 36 months), and in half of them a "
+             "category unseen in training, which Triton refuses with 400")
     parser.add_argument(
         "--invalid-share", type=float, default=0.0, env_var="LOCUST_INVALID_SHARE",
         help="share of requests with a NaN or negative tenure, which Triton refuses with 400 "

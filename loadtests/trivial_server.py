@@ -24,7 +24,13 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tritonkit.features import KSERVE_DATATYPES, OUTPUT_DTYPES
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.schema import KSERVE_DATATYPES
+
+CHURN = contract("churn")
+OUTPUT_DTYPES = CHURN.outputs
+
+
 
 logger = logging.getLogger("trivial_server")
 

@@ -1,8 +1,9 @@
-"""What the load tests send: real held-out customers, and optional drifted and invalid ones.
+"""What the load tests send: real held-out rows, and optional drifted and invalid ones.
 
-Every ensemble the repository serves (`configs/models.yaml`) needs a source in `SOURCES` that
-turns its held-out rows into requests; `churn` reads `artifacts/churn/<version>/test.csv`. No
-Locust here, so it imports anywhere::
+Every ensemble the repository serves (`configs/models.yaml`) gets its requests from the source
+of its family (`SOURCES`): a tabular classifier's held-out rows are
+`artifacts/<model>/<version>/test.csv`, a text embedding's its evaluation texts. No Locust
+here, so it imports anywhere::
 
     workload = Workload.build(None, Mix(drift_share=0.1, invalid_share=0.05))
     payload = workload.pick(random.Random(0))
@@ -24,17 +25,12 @@ import numpy as np
 import tritonclient.grpc
 import tritonclient.http
 
-from tritonkit.client.churn import columns_from_rows, read_customers
+from tritonkit.client.customers import DEFAULT_MODEL, columns_from_rows, read_customers
 from tritonkit.errors import TritonKitError
-from tritonkit.features import (
-    ALL_FEATURES,
-    KSERVE_DATATYPES,
-    NUMERIC_BOUNDS,
-    OUTPUT_DTYPES,
-    TRITON_DTYPES,
-)
 from tritonkit.paths import ARTIFACTS
 from tritonkit.spec import Spec, TabularClassifier, load_spec
+from tritonkit.tabular.contract import TabularContract
+from tritonkit.tabular.schema import KSERVE_DATATYPES
 
 #: Kinds of request, and what each adds to the request name in Locust's statistics.
 VALID, DRIFTED, UNSEEN, INVALID = "valid", "drifted", "unseen category", "invalid"
@@ -44,10 +40,12 @@ NAME_SUFFIXES = {
     UNSEEN: " [unseen category, expect 400]",
     INVALID: " [invalid, expect 400]",
 }
-#: Drifted churn customers stay for longer than any training customer did (tenure <= 72).
-DRIFT_TENURE_SHIFT_MONTHS = 36.0
-#: Half the drifted churn traffic also carries a contract no training customer had.
-UNSEEN_CATEGORY = ("contract", "Weekly")
+#: A drifted row's first numeric feature moves up by this share of its range in the held-out
+#: rows (churn: tenure 0-72 months, +36), within the feature's bounds.
+DRIFT_SHIFT_OF_RANGE = 0.5
+#: Half the drifted traffic also carries something no training row had: a category no one
+#: saw in its first categorical feature, or (a model without any) a number past its bounds.
+UNSEEN_CATEGORY = "Unseen"
 UNSEEN_FRACTION_OF_DRIFT = 0.5
 
 
@@ -174,63 +172,73 @@ class Mix:
         return VALID
 
 
-#: Payloads of every kind for one ensemble: (its pipeline, a customers file or None) -> kinds.
-Source = Callable[[Any, Path | None], dict[str, list[Payload]]]
+#: Payloads of every kind for one ensemble: (its name, its spec, a rows file or None) -> kinds.
+Source = Callable[[str, Any, Path | None], dict[str, list[Payload]]]
 
 
-def churn_payloads(model: TabularClassifier, customers: Path | None
-                   ) -> dict[str, list[Payload]]:
-    """The `churn` ensemble's requests, one customer each, from its held-out test rows.
+def tabular_payloads(name: str, model: TabularClassifier, rows_file: Path | None
+                     ) -> dict[str, list[Payload]]:
+    """A tabular classifier's requests, one row each, from its held-out test rows (or, for
+    `/predict`'s model, `rows_file`: a CSV or JSON file of rows with its features).
 
-    Drifted: tenure up by DRIFT_TENURE_SHIFT_MONTHS (answered); unseen category: drifted and
-    the contract `Weekly` (refused); invalid: a NaN or a negative tenure (refused).
+    Drifted: the first numeric feature up by DRIFT_SHIFT_OF_RANGE of its range (answered);
+    unseen: drifted and an unseen category (refused); invalid: a NaN or a negative number in
+    the first numeric feature (refused).
     """
-    # ChurnArtifacts.for_version(v).test_rows, spelled out: tritonkit.artifacts imports
+    contract = TabularContract.of(name, model)
+    rows_file = rows_file if name == DEFAULT_MODEL else None
+    # TabularArtifacts.for_version(v).test_rows, spelled out: tritonkit.tabular.artifacts imports
     # onnxruntime, whose threads make Locust's worker processes (--processes) abort at exit.
-    path = customers or ARTIFACTS / "churn" / str(model.version) / "test.csv"
-    if customers is not None and not path.exists():
+    path = rows_file or ARTIFACTS / name / str(model.version) / "test.csv"
+    if rows_file is not None and not path.exists():
         raise LoadTestError(f"--customers {path}: no such file")
     if not path.exists():
-        raise LoadTestError(f"no held-out customers at {path}: run `make build-engines`, or pass "
-                            "--customers with a Telco CSV or JSON file")
-    rows = read_customers(path)
+        raise LoadTestError(f"no held-out rows at {path}: run `make build-engines`, or pass "
+                            f"--customers with a CSV or JSON file of {name}'s features")
+    rows = read_customers(path, contract=contract)
     if not rows:
-        raise LoadTestError(f"{path} holds no customers")
-    columns = columns_from_rows(rows)
-    datatypes = {name: KSERVE_DATATYPES[TRITON_DTYPES[name]] for name in ALL_FEATURES}
-    ids = [str(row.get("customerid") or f"row-{i}") for i, row in enumerate(rows)]
-    tenure_max = NUMERIC_BOUNDS["tenure"][1]
+        raise LoadTestError(f"{path} holds no rows")
+    columns = columns_from_rows(rows, contract=contract)
+    datatypes = {n: KSERVE_DATATYPES[t] for n, t in contract.triton_dtypes.items()}
+    ids = [str(row.get(contract.id_column) or f"row-{i}") for i, row in enumerate(rows)]
+    moved = contract.numeric[0]
+    low, high = contract.bounds[moved]
+    limit = math.inf if high is None else high
+    held_out = columns[moved].astype(np.float64)
+    shift = DRIFT_SHIFT_OF_RANGE * float(held_out.max() - held_out.min())
 
     def payload(kind: str, index: int, **changes: Any) -> Payload:
-        one = {name: np.ascontiguousarray(columns[name][index:index + 1]) for name in ALL_FEATURES}
-        for name, value in changes.items():
-            one[name] = np.array([[value]], dtype=one[name].dtype)
-        return Payload(ensemble="churn", kind=kind, customer_id=ids[index], columns=one,
-                       datatypes=datatypes, outputs=tuple(OUTPUT_DTYPES))
+        one = {n: np.ascontiguousarray(columns[n][index:index + 1]) for n in contract.features}
+        for feature, value in changes.items():
+            one[feature] = np.array([[value]], dtype=one[feature].dtype)
+        return Payload(ensemble=name, kind=kind, customer_id=ids[index], columns=one,
+                       datatypes=datatypes, outputs=tuple(contract.outputs))
 
     def shifted(index: int) -> float:
-        return min(float(columns["tenure"][index, 0]) + DRIFT_TENURE_SHIFT_MONTHS, tenure_max)
+        return min(float(held_out[index, 0]) + shift, limit)
 
-    feature, category = UNSEEN_CATEGORY
+    if contract.categorical:
+        unseen: dict[str, Any] = {contract.categorical[0]: UNSEEN_CATEGORY.encode()}
+    else:
+        unseen = {moved: (limit if high is not None else 0.0) * 2 + 1.0}
     indices = range(len(rows))
     return {
         VALID: [payload(VALID, i) for i in indices],
-        DRIFTED: [payload(DRIFTED, i, tenure=shifted(i)) for i in indices],
-        UNSEEN: [payload(UNSEEN, i, tenure=shifted(i), **{feature: category.encode()})
-                 for i in indices],
-        INVALID: [payload(INVALID, i, tenure=math.nan if i % 2 == 0 else -5.0) for i in indices],
+        DRIFTED: [payload(DRIFTED, i, **{moved: shifted(i)}) for i in indices],
+        UNSEEN: [payload(UNSEEN, i, **{moved: shifted(i), **unseen}) for i in indices],
+        INVALID: [payload(INVALID, i, **{moved: math.nan if i % 2 == 0 else low - 5.0})
+                  for i in indices],
     }
 
 
-def text_payloads(model: Any, texts: Path | None) -> dict[str, list[Payload]]:
+def text_payloads(name: str, model: Any, texts: Path | None) -> dict[str, list[Payload]]:
     """A text-embedding ensemble's requests, one text each, from its held-out evaluation texts
     (`make build-engines` writes them beside the model).
 
     Drifted: the words of a text in reverse order (answered); for texts the refused kinds are
     bytes that are not UTF-8 (counted as "unseen category") and an empty text (invalid).
     """
-    name = "minilm"
-    # --customers names a churn CSV; a .txt file (one text a line) is taken as the texts
+    # --customers names a rows file; a .txt file (one text a line) is taken as the texts
     if texts is None or texts.suffix != ".txt":
         texts = None
     path = texts or ARTIFACTS / name / str(model.version) / "texts" / "evaluation.txt"
@@ -255,8 +263,9 @@ def text_payloads(model: Any, texts: Path | None) -> dict[str, list[Payload]]:
     }
 
 
-#: Ensemble name -> its source of requests. An ensemble added to configs/models.yaml needs one.
-SOURCES: dict[str, Source] = {"churn": churn_payloads, "minilm": text_payloads}
+#: Family -> the source of requests of its ensembles.
+SOURCES: dict[str, Source] = {"tabular_classifier": tabular_payloads,
+                              "text_embedding": text_payloads}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,11 +291,13 @@ class Workload:
             if name not in spec.models:
                 raise LoadTestError(f"ensemble {name!r} is not in configs/models.yaml, which "
                                     f"serves: {', '.join(served)}")
-            if name not in SOURCES:
-                raise LoadTestError(f"ensemble {name!r} has no source of requests: add one to "
-                                    "SOURCES in loadtests/workload.py")
+            if spec.models[name].family not in SOURCES:
+                raise LoadTestError(f"ensemble {name!r} has no source of requests: add one for "
+                                    "its family to SOURCES in loadtests/workload.py")
         try:
-            payloads = {name: SOURCES[name](spec.models[name], customers) for name in names}
+            payloads = {name: SOURCES[spec.models[name].family](name, spec.models[name],
+                                                                 customers)
+                        for name in names}
         except LoadTestError:
             raise
         except TritonKitError as exc:  # a customers file that cannot be read, say

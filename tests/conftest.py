@@ -16,18 +16,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import read_customers
-from tritonkit.export.onnx_export import predict, session
+from tritonkit.client.customers import read_customers
 from tritonkit.families import family_of
-from tritonkit.features import ALL_FEATURES, FeatureSchema
-from tritonkit.repository.build import render_repository
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.families.render import render_repository
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
 from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess
 from tritonkit.spec import Spec, TabularClassifier, TextEmbedding, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.export import predict, session
+from tritonkit.tabular.schema import FeatureSchema
 from tritonkit.text.artifacts import TextEmbeddingArtifacts, export_stage
 
 from .support import require_tool, serve
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 
 @pytest.fixture(scope="session")
@@ -43,26 +50,26 @@ def churn_spec(spec: Spec) -> TabularClassifier:
 
 
 @pytest.fixture(scope="session")
-def artifacts(churn_spec: TabularClassifier) -> ChurnArtifacts:
-    paths = ChurnArtifacts.for_version(churn_spec.version)
+def artifacts(churn_spec: TabularClassifier) -> TabularArtifacts:
+    paths = TabularArtifacts.for_version(churn_spec.version)
     logging.getLogger(__name__).info("building what `make build-engines` has not built")
     family_of(churn_spec).build("churn", churn_spec)  # a no-op when it is up to date
     return paths.require()
 
 
 @pytest.fixture(scope="session")
-def schema(artifacts: ChurnArtifacts) -> FeatureSchema:
+def schema(artifacts: TabularArtifacts) -> FeatureSchema:
     return artifacts.load_schema()
 
 
 @pytest.fixture(scope="session")
-def customers(artifacts: ChurnArtifacts) -> list[dict[str, Any]]:
+def customers(artifacts: TabularArtifacts) -> list[dict[str, Any]]:
     return read_customers(artifacts.test_rows)
 
 
 @pytest.fixture(scope="session")
 def in_process(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]]
+    artifacts: TabularArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]]
 ) -> dict[str, np.ndarray]:
     """What the ONNX model says for every test customer, called in this process."""
     columns = {n: np.array([c[n] for c in customers]) for n in ALL_FEATURES}
@@ -70,7 +77,7 @@ def in_process(
 
 
 @pytest.fixture(scope="session")
-def repositories(spec: Spec, artifacts: ChurnArtifacts, tmp_path_factory: pytest.TempPathFactory
+def repositories(spec: Spec, artifacts: TabularArtifacts, tmp_path_factory: pytest.TempPathFactory
                  ) -> dict[str, Path]:
     """Both targets rendered into temporary folders, plus `embedded_split`: the embedded
     target without fused python steps."""
@@ -92,6 +99,19 @@ def triton(repositories: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     server = serve(repositories["embedded"], tmp_path_factory.mktemp("triton"))
     yield server
     server.stop(check=True)
+
+
+@pytest.fixture(scope="session")
+def tabular_built(artifacts: TabularArtifacts) -> dict[str, TabularArtifacts]:
+    """Every tabular model of the shipped spec built (churn's `artifacts`, then the others: a
+    few seconds each where `make build-engines` has not): what tests rendering the whole
+    spec need."""
+    built = {}
+    for name, model in load_spec().models.items():
+        if isinstance(model, TabularClassifier):
+            family_of(model).build(name, model)  # a no-op when it is up to date
+            built[name] = TabularArtifacts.for_version(model.version, name=name).require()
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ request bodies built from real customers, and Prometheus counters read from Trit
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import re
@@ -27,11 +28,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tritonkit.client.churn import columns_from_rows, kserve_json_inputs
+from tritonkit.client.customers import columns_from_rows, kserve_json_inputs
 from tritonkit.drift.binning import DriftLayout
-from tritonkit.features import PACKED_CATEGORICAL, PACKED_NUMERIC, pack
-from tritonkit.serve.server import ServerSettings, TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import ServerSettings, TritonServer
 from tritonkit.spec import Spec
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_NUMERIC
+
+CHURN = contract("churn")
+pack = CHURN.pack
+
 
 #: Under CI (`CI=true`, as .ci/run sets it) a test whose tool is missing fails: a skip there
 #: would be a check that did not run and a green build that says it did.
@@ -208,6 +215,23 @@ def poisoned(model: onnx.ModelProto, column: int) -> onnx.ModelProto:
     ])
     onnx.checker.check_model(model)
     return model
+
+
+def customers_csv(test_rows: Path, path: Path, rows: int, **cells: str) -> Path:
+    """The first `rows` customers of the CSV `test_rows` (the artefacts' test.csv) written to
+    `path`; `cells` maps "row:column" to a new cell."""
+    with open(test_rows, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or ())
+        lines = [row for _, row in zip(range(rows), reader, strict=False)]
+    for where, value in cells.items():
+        index, column = where.split(":")
+        lines[int(index)][column] = value
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(lines)
+    return path
 
 
 def batch_body(customers: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 
 from tritonkit.monitor.alerts import AlertEngine, AlertRules, fingerprint
 from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
-from tritonkit.serve.server import free_port
+from tritonkit.serve.ports import free_port
 
 from ..support import require_tool
 
@@ -128,7 +128,7 @@ def receiver() -> Iterator[Receiver]:
 def _alerts(url: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{url}/api/v2/alerts", timeout=5.0)
     response.raise_for_status()
-    return [a for a in response.json() if a["labels"].get("service") == "churn"]
+    return [a for a in response.json() if a["labels"].get("service") == "tritonkit"]
 
 
 def test_alertmanager_shows_the_engines_alerts_and_drops_them_when_resolutions_are_sent(
@@ -142,7 +142,7 @@ def test_alertmanager_shows_the_engines_alerts_and_drops_them_when_resolutions_a
         assert set(shown) == {"FeatureDrift", "ErrorRateHigh"}  # contract did not drift
         drift = shown["FeatureDrift"]
         assert drift["labels"] == {"alertname": "FeatureDrift", "severity": "warning",
-                                   "service": "churn", "feature": "tenure"}
+                                   "service": "tritonkit", "feature": "tenure"}
         assert drift["annotations"]["summary"] == "tenure drifted (level 2)"
         assert drift["status"]["state"] == "active"
         assert drift["generatorURL"] == GENERATOR_URL
@@ -170,7 +170,8 @@ def test_webhook_receives_v4_payloads_when_alerts_fire_and_resolve(receiver: Rec
         "status": "firing",
         "receiver": "churn-team",
         "groupLabels": {"alertname": "FeatureDrift"},
-        "commonLabels": {"alertname": "FeatureDrift", "severity": "warning", "service": "churn"},
+        "commonLabels": {"alertname": "FeatureDrift", "severity": "warning",
+                         "service": "tritonkit"},
         "commonAnnotations": {"description": "The live distribution moved away from training."},
         "externalURL": "http://sidecar:9100",
     }
@@ -179,7 +180,7 @@ def test_webhook_receives_v4_payloads_when_alerts_fire_and_resolve(receiver: Rec
     tenure = by_feature["tenure"]
     assert tenure == {
         "status": "firing",
-        "labels": {"alertname": "FeatureDrift", "severity": "warning", "service": "churn",
+        "labels": {"alertname": "FeatureDrift", "severity": "warning", "service": "tritonkit",
                    "feature": "tenure"},
         "annotations": {"summary": "tenure drifted (level 2)",
                         "description": "The live distribution moved away from training."},

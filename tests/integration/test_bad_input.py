@@ -6,8 +6,8 @@ python step (its `nv_inference_exec_count` rises by one) or not:
 
 - Triton core checks the request against the ensemble's config (datatype, shape, the set of
   inputs, batch size) and answers 400 before any of our code runs;
-- the step (`tritonkit.features`) checks the values: categories, NaN and infinities, the bounds
-  of `NUMERIC_BOUNDS`; its message starts with the feature's name.
+- the step (`tritonkit.tabular.schema`) checks the values: categories, NaN and infinities, the
+  bounds of the spec's dataset; its message starts with the feature's name.
 """
 
 from __future__ import annotations
@@ -149,8 +149,11 @@ def test_binary_tensor_refused_naming_the_feature_when_it_holds_nan_or_an_imposs
     """NaN and out-of-range values sent as binary tensors (tritonclient's default), not JSON."""
     from tritonclient.utils import InferenceServerException
 
-    from tritonkit.client.churn import KSERVE_DATATYPES, columns_from_rows
-    from tritonkit.features import TRITON_DTYPES
+    from tritonkit.client.customers import columns_from_rows
+    from tritonkit.tabular.contract import contract
+    from tritonkit.tabular.schema import KSERVE_DATATYPES
+    CHURN = contract("churn")
+    TRITON_DTYPES = CHURN.triton_dtypes
 
     if protocol == "grpc":
         import tritonclient.grpc as module

@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.features import FeatureSchema
-from tritonkit.repository.build import render_repository
+from tritonkit.families.render import render_repository
 from tritonkit.repository.entry_points import ENSEMBLE_FAILURE_MULTIPLICITY
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.schema import FeatureSchema
 
 from ..support import (
     body_for,
@@ -54,7 +54,7 @@ def _encoded_column(schema: FeatureSchema, name: str, category: str) -> int:
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
 def batching_triton(
-    request: pytest.FixtureRequest, spec: Spec, artifacts: ChurnArtifacts,
+    request: pytest.FixtureRequest, spec: Spec, artifacts: TabularArtifacts,
     schema: FeatureSchema, tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, TritonServer]]:
     layout = request.param

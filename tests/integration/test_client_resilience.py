@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
+from tritonkit.client.breaker import BreakerState, CircuitBreaker
+from tritonkit.client.fallback import FallbackModel
 from tritonkit.client.resilient import (
     CircuitOpenError,
     GatewayClient,
@@ -22,10 +23,14 @@ from tritonkit.client.resilient import (
     RetryPolicy,
 )
 from tritonkit.errors import CustomerError, ServerError, ServerUnavailableError
-from tritonkit.features import ALL_FEATURES
-from tritonkit.gateway.breaker import BreakerState, CircuitBreaker
-from tritonkit.gateway.fallback import FallbackModel
-from tritonkit.serve.server import free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 ANSWER = {"customer_id": "c1", "churn_probability": 0.25, "risk_level": "low",
           "model_version": "1", "degraded": False}
@@ -106,7 +111,7 @@ def make_client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def fallback(artifacts: ChurnArtifacts) -> FallbackModel:
+def fallback(artifacts: TabularArtifacts) -> FallbackModel:
     return FallbackModel.load(artifacts.fallback)
 
 

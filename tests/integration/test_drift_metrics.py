@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import columns_from_rows
+from tritonkit.client.customers import columns_from_rows
 from tritonkit.drift.binning import DriftCounter, DriftLayout
-from tritonkit.features import FeatureSchema
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import TabularClassifier
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.schema import FeatureSchema
 
 from ..support import (
     body_for,
@@ -67,7 +67,7 @@ def _wait_for_rows(server: TritonServer, layout: DriftLayout, before: np.ndarray
 
 
 def test_steps_publish_the_drift_counts_of_the_traffic_when_customers_are_sent(
-    layout_server: TritonServer, artifacts: ChurnArtifacts, schema: FeatureSchema,
+    layout_server: TritonServer, artifacts: TabularArtifacts, schema: FeatureSchema,
     customers: list[dict[str, Any]], in_process: dict[str, np.ndarray],
     churn_spec: TabularClassifier,
 ) -> None:

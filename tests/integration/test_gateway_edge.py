@@ -24,13 +24,19 @@ from typing import Any
 
 import pytest
 
-from tritonkit.features import ALL_FEATURES
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
+from tritonkit.serve.ports import free_port
 from tritonkit.serve.secrets import FILES, make_production_secrets, secret_files
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.server import TritonServer
+from tritonkit.tabular.contract import contract
 
 from ..support import IN_CI, require_tool
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0

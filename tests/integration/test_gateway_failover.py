@@ -19,13 +19,19 @@ from typing import Any
 
 import pytest
 
-from tritonkit.features import ALL_FEATURES
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.wire import MODEL_NAME
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
+from tritonkit.tabular.contract import contract
 
 from ..support import serve, stub_pids
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 ADMIN_KEY = secrets.token_urlsafe(32)
 BREAKER_RESET_S = 0.5

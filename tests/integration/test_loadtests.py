@@ -25,7 +25,8 @@ LOCUSTFILE = "loadtests/locustfile.py"
 THRESHOLD_EXIT_CODE = 3
 LOOSE = ["--max-p95-ms", "5000", "--max-p99-ms", "10000", "--max-fail-ratio", "0"]
 #: Each request Triton's python step refuses counts as two failures of the ensemble
-#: (docs/platform.md, "Request counters of an ensemble of python steps").
+#: (docs/platform.md, "Quirks of Triton 2.51 and what the project does about them": the row
+#: "Request counters of an ensemble of python steps").
 FAILURES_PER_REFUSAL = 2
 
 pytestmark = pytest.mark.slow

@@ -28,13 +28,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE, DEV_KEY_FILES
 from tritonkit.monitor.alerts import DEFAULT_RULES
 from tritonkit.monitor.exported import SIDECAR_METRICS
-from tritonkit.monitor.service import Evaluation, MonitorService, MonitorSettings
+from tritonkit.monitor.service import Evaluation, MonitorService
+from tritonkit.monitor.settings import MonitorSettings
 from tritonkit.monitor.sources import PrometheusSource, TritonMetricsSource
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
 from tritonkit.serve.stack import (
     ALERTMANAGER_BINARIES,
     PROMETHEUS_BINARIES,
@@ -42,6 +43,7 @@ from tritonkit.serve.stack import (
     PrometheusProcess,
     prometheus_config,
 )
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 from ..support import (
     batch_body,
@@ -57,8 +59,8 @@ from ..support import (
 ADMIN_KEY = "monitor-test-admin-key"
 #: Simulated seconds per window: the shipped drift rules fire after 600 s (`for_s`).
 WINDOW_S = 600.0
-DRIFT_RULES = {"ChurnFeatureDrift", "ChurnUnseenCategories", "ChurnPredictionDrift",
-               "ChurnDatasetDrift"}
+DRIFT_RULES = {"ModelFeatureDrift", "ModelUnseenCategories", "ModelPredictionDrift",
+               "ModelDatasetDrift"}
 ROWS = "tritonkit_rows_total"
 
 
@@ -133,7 +135,7 @@ def _send(triton: TritonServer, customers: Sequence[dict[str, Any]], batch: int 
         time.sleep(0.2)
 
 
-def _drifted(customers: Sequence[dict[str, Any]], artifacts: ChurnArtifacts
+def _drifted(customers: Sequence[dict[str, Any]], artifacts: TabularArtifacts
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Customers 36 months older (clipped to the training range), and 40 of them (5 % of the
     window, over the 2 % critical share) with a contract unseen in training."""
@@ -197,7 +199,7 @@ def test_sidecar_raises_no_drift_alert_when_held_out_customers_are_served(
 
 def test_sidecar_flags_exactly_the_shifted_features_and_resolves_when_traffic_returns_to_normal(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
-    customers: list[dict[str, Any]], artifacts: ChurnArtifacts,
+    customers: list[dict[str, Any]], artifacts: TabularArtifacts,
 ) -> None:
     service, clock = sidecar(), Clock()
     service.evaluate_once(clock.now)
@@ -212,9 +214,9 @@ def test_sidecar_flags_exactly_the_shifted_features_and_resolves_when_traffic_re
         verdicts.append(evaluation.signals.drifted_features())
 
     assert verdicts == [["tenure", "contract"]] * 2
-    assert _firing(service, "ChurnFeatureDrift") == {"tenure", "contract"}
-    assert _firing(service, "ChurnUnseenCategories") == {"contract"}
-    assert _firing(service, "ChurnDatasetDrift") == set()  # 2 of 19 features
+    assert _firing(service, "ModelFeatureDrift") == {"tenure", "contract"}
+    assert _firing(service, "ModelUnseenCategories") == {"contract"}
+    assert _firing(service, "ModelDatasetDrift") == set()  # 2 of 19 features
 
     resolved = []
     for advance in (WINDOW_S, 1800.0):  # the shipped rules resolve after 1800 s of normal data
@@ -223,8 +225,8 @@ def test_sidecar_flags_exactly_the_shifted_features_and_resolves_when_traffic_re
         resolved += [(t.rule, t.labels.get("feature", "")) for t in evaluation.transitions
                      if t.state == "resolved"]
 
-    assert {("ChurnFeatureDrift", "tenure"), ("ChurnFeatureDrift", "contract"),
-            ("ChurnUnseenCategories", "contract")} <= set(resolved)
+    assert {("ModelFeatureDrift", "tenure"), ("ModelFeatureDrift", "contract"),
+            ("ModelUnseenCategories", "contract")} <= set(resolved)
     assert not any(a.labels["alertname"] in DRIFT_RULES for a in service.engine.firing())
     assert [a["labels"]["alertname"] for a in service.alerts_json()["resolved"]
             if a["labels"].get("feature") == "tenure"]
@@ -462,7 +464,7 @@ def test_sidecar_metrics_expose_exactly_the_exported_names_when_a_window_was_eva
 
 def test_report_renders_svg_plots_in_headless_chromium_when_a_window_was_judged(
     sidecar: Callable[..., MonitorService], monitored_triton: TritonServer,
-    customers: list[dict[str, Any]], artifacts: ChurnArtifacts, tmp_path: Path,
+    customers: list[dict[str, Any]], artifacts: TabularArtifacts, tmp_path: Path,
 ) -> None:
     chromium = require_tool("chromium", "apt-get install chromium", "chromium-browser")
     service, clock = sidecar(), Clock()

@@ -39,7 +39,8 @@ from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository.config import read_config
 from tritonkit.repository.entry_points import repository_entry_points
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
 from tritonkit.serve.stack import ALERTMANAGER_BINARIES, AlertmanagerProcess
 
 from ..support import body_for, post, require_tool, serve, stub_pids, with_input
@@ -330,15 +331,15 @@ def test_a_burst_of_errors_pages_through_alertmanager_which_inhibits_the_ticket(
 
 @pytest.mark.parametrize(("source", "target", "inhibited"), [
     # dataset-level drift silences the per-feature alerts it covers, from either evaluator
-    ("ChurnDatasetDrift/critical", "TritonChurnFeatureDrift/critical/tenure", True),
-    ("TritonChurnDatasetDrift/critical", "ChurnFeatureDrift/warning/tenure", True),
-    ("TritonChurnDatasetDrift/warning", "TritonChurnFeatureDrift/warning/tenure", True),
-    ("TritonChurnDatasetDrift/warning", "TritonChurnFeatureDrift/critical/tenure", False),
+    ("ModelDatasetDrift/critical", "TritonModelFeatureDrift/critical/tenure", True),
+    ("TritonModelDatasetDrift/critical", "ModelFeatureDrift/warning/tenure", True),
+    ("TritonModelDatasetDrift/warning", "TritonModelFeatureDrift/warning/tenure", True),
+    ("TritonModelDatasetDrift/warning", "TritonModelFeatureDrift/critical/tenure", False),
     # critical silences the warning of the same alert and feature only
-    ("TritonChurnUnseenCategories/critical/contract",
-     "TritonChurnUnseenCategories/warning/contract", True),
-    ("TritonChurnUnseenCategories/critical/contract",
-     "TritonChurnUnseenCategories/warning/gender", False),
+    ("TritonModelUnseenCategories/critical/contract",
+     "TritonModelUnseenCategories/warning/contract", True),
+    ("TritonModelUnseenCategories/critical/contract",
+     "TritonModelUnseenCategories/warning/gender", False),
     ("TritonModelLatencyP95High/critical", "TritonModelQueueTimeDominant/warning", False),
     # Triton down: the sidecar's failing checks are not a second page
     ("TritonServerDown/page", "TritonModelNotAnswering/page", True),

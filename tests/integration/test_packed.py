@@ -16,19 +16,15 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import PACKED_MODEL_NAME, ChurnClient, Prediction, columns_from_rows
+from tritonkit.client.churn import PACKED_MODEL_NAME, ChurnClient, Prediction
+from tritonkit.client.customers import columns_from_rows
 from tritonkit.drift.binning import DriftCounter, DriftLayout
-from tritonkit.features import (
-    PACKED_CATEGORICAL,
-    PACKED_COLUMNS,
-    PACKED_NUMERIC,
-    FeatureSchema,
-    pack,
-    unpack,
-)
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import TabularClassifier
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_NUMERIC
+from tritonkit.tabular.schema import FeatureSchema
 
 from ..support import (
     body_for,
@@ -41,6 +37,12 @@ from ..support import (
     serve,
     settled_drift,
 )
+
+CHURN = contract("churn")
+PACKED_COLUMNS = CHURN.packed
+pack = CHURN.pack
+unpack = CHURN.unpack
+
 
 Breaker = Callable[[dict[str, Any]], dict[str, Any]]
 #: On the embedded target (fused) the packed entry point is itself the step that checks values.
@@ -275,7 +277,7 @@ def _wait_for(server: TritonServer, layout: DriftLayout, before: np.ndarray, row
 
 
 def test_both_entry_points_count_each_row_once_into_the_same_drift_series(
-    layout_server: TritonServer, artifacts: ChurnArtifacts, schema: FeatureSchema,
+    layout_server: TritonServer, artifacts: TabularArtifacts, schema: FeatureSchema,
     customers: list[dict[str, Any]], in_process: dict[str, np.ndarray],
     churn_spec: TabularClassifier,
 ) -> None:

@@ -3,7 +3,6 @@ expected failure one `error:` line on stderr, no traceback and the documented ex
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -13,9 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
+from tritonkit.tabular.artifacts import TabularArtifacts
+
+from ..support import customers_csv
 
 #: Exit codes documented in `predict.py --help`.
 BAD_INPUT, UNREACHABLE = 1, 3
@@ -38,22 +40,6 @@ def _error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     return lines[0]
 
 
-def _write_csv(artifacts: ChurnArtifacts, path: Path, rows: int, **cells: str) -> Path:
-    """The first `rows` test customers as a CSV; `cells` maps "row:column" to a new cell."""
-    with open(artifacts.test_rows, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or ())
-        lines = [row for _, row in zip(range(rows), reader, strict=False)]
-    for where, value in cells.items():
-        index, column = where.split(":")
-        lines[int(index)][column] = value
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, header)
-        writer.writeheader()
-        writer.writerows(lines)
-    return path
-
-
 def test_predict_script_prints_every_customer_when_input_is_json(
     triton: TritonServer, customers: list[dict[str, Any]], in_process: dict[str, np.ndarray],
     tmp_path: Path,
@@ -74,7 +60,7 @@ def test_predict_script_prints_every_customer_when_input_is_json(
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predict_script_prints_the_same_table_when_packed(
-    triton: TritonServer, artifacts: ChurnArtifacts, protocol: str
+    triton: TritonServer, artifacts: TabularArtifacts, protocol: str
 ) -> None:
     url = triton.grpc_url if protocol == "grpc" else triton.http_url.removeprefix("http://")
     args = [str(artifacts.test_rows), "--limit", "6", "--protocol", protocol, "--url", url]
@@ -84,9 +70,10 @@ def test_predict_script_prints_the_same_table_when_packed(
 
 
 def test_predict_script_prints_server_message_when_packed_customer_is_refused(
-    triton: TritonServer, artifacts: ChurnArtifacts, tmp_path: Path
+    triton: TritonServer, artifacts: TabularArtifacts, tmp_path: Path
 ) -> None:
-    path = _write_csv(artifacts, tmp_path / "customers.csv", 3, **{"1:contract": "Weekly"})
+    path = customers_csv(artifacts.test_rows, tmp_path / "customers.csv", 3,
+                         **{"1:contract": "Weekly"})
     line = _error_line(_predict(str(path), "--packed", "--url",
                                 triton.http_url.removeprefix("http://")), BAD_INPUT)
     assert "answered HTTP 400 for rows 0-2" in line
@@ -95,7 +82,7 @@ def test_predict_script_prints_server_message_when_packed_customer_is_refused(
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predict_script_exits_unreachable_naming_url_when_connection_is_refused(
-    artifacts: ChurnArtifacts, protocol: str
+    artifacts: TabularArtifacts, protocol: str
 ) -> None:
     url = f"127.0.0.1:{free_port()}"  # nothing listens there
     result = _predict(str(artifacts.test_rows), "--limit", "3", "--protocol", protocol,
@@ -107,9 +94,9 @@ def test_predict_script_exits_unreachable_naming_url_when_connection_is_refused(
 
 @pytest.mark.parametrize(("content", "words"), [
     ("customerID,gender,MonthlyCharges\n7590-VHVEG,Female,29.85\n",
-     "not a Telco customer CSV: missing column(s) tenure, totalcharges, seniorcitizen, partner"),
+     "not a churn CSV: missing column(s) tenure, totalcharges, seniorcitizen, partner"),
     ("Dear customer,\nthis is a letter, not a table.\n",
-     "not a Telco customer CSV: its header row 'Dear customer,' has none of the columns"),
+     "not a churn CSV: its header row 'Dear customer,' has none of the columns"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a CSV text file: byte 0x89 at offset 0"),
 ])
 def test_predict_script_exits_bad_input_naming_problem_when_csv_is_malformed(
@@ -125,7 +112,7 @@ def test_predict_script_exits_bad_input_naming_problem_when_csv_is_malformed(
 
 
 def test_predict_script_exits_bad_input_naming_row_when_csv_row_has_an_extra_cell(
-    triton: TritonServer, artifacts: ChurnArtifacts, tmp_path: Path
+    triton: TritonServer, artifacts: TabularArtifacts, tmp_path: Path
 ) -> None:
     lines = artifacts.test_rows.read_text().splitlines()[:4]
     lines[3] += ",surplus"
@@ -134,7 +121,7 @@ def test_predict_script_exits_bad_input_naming_row_when_csv_row_has_an_extra_cel
     result = _predict(str(path), "--url", triton.http_url)
     customer = lines[3].split(",")[0]
     assert _error_line(result, BAD_INPUT) == (
-        f"error: {path}: row 2 (customer {customer}): line 4 has 22 cells where the header "
+        f"error: {path}: row 2 (customerid {customer}): line 4 has 22 cells where the header "
         "has 21"
     )
 
@@ -145,24 +132,25 @@ def test_predict_script_exits_bad_input_naming_row_when_csv_row_has_an_extra_cel
     ("monthlycharges", "1e39", "monthlycharges: value 1e+39 at row(s) 2 is above the maximum"),
 ])
 def test_predict_script_exits_bad_input_naming_row_and_field_when_csv_row_is_bad(
-    triton: TritonServer, artifacts: ChurnArtifacts, customers: list[dict[str, Any]],
+    triton: TritonServer, artifacts: TabularArtifacts, customers: list[dict[str, Any]],
     tmp_path: Path, cell: str, value: str, problem: str,
 ) -> None:
-    path = _write_csv(artifacts, tmp_path / "customers.csv", 4, **{f"2:{cell}": value})
+    path = customers_csv(artifacts.test_rows, tmp_path / "customers.csv", 4,
+                         **{f"2:{cell}": value})
     result = _predict(str(path), "--protocol", "grpc", "--url", triton.grpc_url)
     line = _error_line(result, BAD_INPUT)
     assert line.startswith(
-        f"error: {path}: row 2 (customer {customers[2]['customerid']}): {problem}"
+        f"error: {path}: row 2 (customerid {customers[2]['customerid']}): {problem}"
     )
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predict_script_prints_server_message_on_one_line_when_category_is_unknown(
-    triton: TritonServer, artifacts: ChurnArtifacts, tmp_path: Path, protocol: str
+    triton: TritonServer, artifacts: TabularArtifacts, tmp_path: Path, protocol: str
 ) -> None:
     # Only the server knows the trained categories: it answers 400 / INVALID_ARGUMENT.
     unknown = {"1:internetservice": "Satellite"}
-    path = _write_csv(artifacts, tmp_path / "customers.csv", 4, **unknown)
+    path = customers_csv(artifacts.test_rows, tmp_path / "customers.csv", 4, **unknown)
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
     result = _predict(str(path), "--protocol", protocol, "--url", url)
     line = _error_line(result, BAD_INPUT)
@@ -172,10 +160,11 @@ def test_predict_script_prints_server_message_on_one_line_when_category_is_unkno
 
 
 def test_predict_script_says_where_row_numbers_start_when_bad_row_is_in_a_later_request(
-    triton: TritonServer, artifacts: ChurnArtifacts, tmp_path: Path
+    triton: TritonServer, artifacts: TabularArtifacts, tmp_path: Path
 ) -> None:
     # The client sends 64 customers a request; the server numbers rows within its request.
-    path = _write_csv(artifacts, tmp_path / "customers.csv", 70, **{"66:contract": "Lifetime"})
+    path = customers_csv(artifacts.test_rows, tmp_path / "customers.csv", 70,
+                         **{"66:contract": "Lifetime"})
     result = _predict(str(path), "--url", triton.http_url)
     line = _error_line(result, BAD_INPUT)
     assert "for rows 64-69 (its row numbers count from row 64):" in line

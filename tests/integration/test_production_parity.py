@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from tritonkit.client.churn import ChurnClient, Prediction, columns_from_rows
+from tritonkit.client.churn import ChurnClient, Prediction
+from tritonkit.client.customers import columns_from_rows
 from tritonkit.client.embedding import EmbeddingClient
 from tritonkit.drift.binning import PREDICTION_BIN, ROWS
 from tritonkit.errors import ServerStartError
 from tritonkit.families import family_of
+from tritonkit.families.render import render_repository
 from tritonkit.paths import CACHE
-from tritonkit.repository.build import render_repository
 from tritonkit.repository.imports import pinned
 from tritonkit.serve.parity import (
     IMAGE_PYTHON,
@@ -69,14 +70,15 @@ def environment() -> ParityEnvironment:
 
 
 @pytest.fixture(scope="module")
-def parity_repository(production_spec: Spec, environment: ParityEnvironment, artifacts: Any,
-                      tmp_path_factory: pytest.TempPathFactory) -> Path:
+def parity_repository(production_spec: Spec, environment: ParityEnvironment,
+                      tabular_built: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     minilm = production_spec.models["minilm"]
     family_of(minilm).build("minilm", minilm)  # a no-op when `make build-engines` made it
     production = tmp_path_factory.mktemp("production")
     render_repository(production_spec, "production", production)
     out = tmp_path_factory.mktemp("parity") / "repository"
-    assert cpu_repository(production, out, environment) == ["churn_model", "minilm_model"]
+    assert sorted(cpu_repository(production, out, environment)) == [
+        "cancer_model", "churn_model", "minilm_model"]
     return out
 
 

@@ -23,11 +23,16 @@ from typing import Any
 
 import pytest
 
-from tritonkit.features import ALL_FEATURES
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.settings import DEFAULT_KEYS_FILE
 from tritonkit.serve.fleet import PORT_STRIDE
-from tritonkit.serve.server import free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.tabular.contract import contract
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 REPLICAS = 3
 

@@ -31,17 +31,23 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.export.onnx_export import PROBABILITY, append_head
-from tritonkit.features import ALL_FEATURES
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
 from tritonkit.gateway.wire import MODEL_NAME
-from tritonkit.serve.server import TritonServer, free_port
+from tritonkit.serve.ports import free_port
+from tritonkit.serve.server import TritonServer
 from tritonkit.serve.stack import AlertmanagerProcess
 from tritonkit.spec import TabularClassifier
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.export import append_head, probability_of
 
 from ..support import serve
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+
+
 
 ADMIN_KEY = secrets.token_urlsafe(32)
 #: version -> what it does
@@ -80,7 +86,7 @@ def _add_version(repository: Path, version: str, kind: str, core: onnx.ModelProt
     shutil.copytree(step / "1", folder)
     if kind == "drifts":  # the same model with +1.5 on its logit: many more high risks
         core = onnx.ModelProto.FromString(core.SerializeToString())
-        sigmoid = next(n for n in core.graph.node if n.output[0] == PROBABILITY)
+        sigmoid = next(n for n in core.graph.node if n.output[0] == probability_of(core))
         logit = sigmoid.input[0]
         sigmoid.input[0] = "drifted_logit"
         core.graph.initializer.append(numpy_helper.from_array(
@@ -94,7 +100,7 @@ def _add_version(repository: Path, version: str, kind: str, core: onnx.ModelProt
 
 
 @pytest.fixture(scope="module")
-def versioned(repositories: dict[str, Path], artifacts: ChurnArtifacts,
+def versioned(repositories: dict[str, Path], artifacts: TabularArtifacts,
               churn_spec: TabularClassifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repository = tmp_path_factory.mktemp("rollout") / "repository"
     shutil.copytree(repositories["embedded"], repository)

@@ -19,11 +19,11 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from tritonkit.client.embedding import EmbeddingClient
-from tritonkit.families import text_embedding
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.serve.server import TritonServer
 from tritonkit.spec import Spec, TextEmbedding, load_spec
 from tritonkit.text import corpus
+from tritonkit.text import family as text_embedding
 from tritonkit.text.artifacts import TextEmbeddingArtifacts, export_stage
 from tritonkit.text.embed import TextEmbedder, cosine
 

@@ -109,7 +109,7 @@ def test_engine_tracks_each_feature_apart_when_a_signal_has_labels() -> None:
     alerts = {a.labels["feature"]: a for a in engine.firing()}
     assert set(alerts) == {"tenure", "contract"}
     assert dict(alerts["tenure"].labels) == {"alertname": "FeatureDrift", "severity": "warning",
-                                             "service": "churn", "feature": "tenure"}
+                                             "service": "tritonkit", "feature": "tenure"}
     assert alerts["tenure"].annotations["summary"] == "tenure drifted (level 2)"
 
 
@@ -194,7 +194,7 @@ def test_fingerprint_is_alertmanagers_fnv1a_when_labels_come_in_any_order() -> N
 def test_load_alert_rules_reads_every_rule_the_sidecar_needs_when_given_the_shipped_file(
 ) -> None:
     rules = load_alert_rules()
-    assert rules.service == "churn"
+    assert rules.service == "tritonkit"
     assert {r.signal for r in rules.rules} == set(SIGNALS)
     by_signal = {(r.signal, r.op, r.threshold) for r in rules.rules}
     assert {("error_rate", ">", 0.05), ("latency_p95_ms", ">", 200),

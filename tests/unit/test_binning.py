@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.drift.binning import FEATURE_BIN, ROWS, DriftCounter, DriftLayout, bin_index
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 
 @pytest.fixture(scope="module")
-def layout(artifacts: ChurnArtifacts) -> DriftLayout:
+def layout(artifacts: TabularArtifacts) -> DriftLayout:
     return DriftLayout.from_profile(json.loads(artifacts.profile.read_text()), "churn", "1")
 
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.paths import PROJECT_ROOT
 from tritonkit.repository import config as cfg
 from tritonkit.spec import DEFAULT_SPEC, Spec, TabularClassifier, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 from tritonkit.text.artifacts import TextEmbeddingArtifacts
 from tritonkit.variants import providers
 
@@ -29,7 +29,7 @@ def _snapshot(*folders: Path) -> dict[str, tuple[str, int]]:
             and "__pycache__" not in p.parts}
 
 
-def test_build_leaves_every_file_untouched_when_run_twice(artifacts: ChurnArtifacts) -> None:
+def test_build_leaves_every_file_untouched_when_run_twice(artifacts: TabularArtifacts) -> None:
     first = build("--model", "churn")
     assert first.returncode == 0, first.stderr[-2000:]
     folders = (artifacts.root, PROJECT_ROOT / "model_repository")
@@ -42,7 +42,7 @@ def test_build_leaves_every_file_untouched_when_run_twice(artifacts: ChurnArtifa
 
 
 def test_production_serves_a_variant_every_gpu_provider_runs_whole(
-    artifacts: ChurnArtifacts, churn_spec: TabularClassifier
+    artifacts: TabularArtifacts, churn_spec: TabularClassifier
 ) -> None:
     served = artifacts.variant(churn_spec.variants.serve["production"])
     graph = onnx.load(str(served))
@@ -93,9 +93,9 @@ def test_spec_refuses_variants_that_nothing_honours(
 
 
 def test_tensorrt_profile_spans_every_batch_and_sequence_length_the_spec_allows(
-    artifacts: ChurnArtifacts, minilm_exported: TextEmbeddingArtifacts,
+    artifacts: TabularArtifacts, minilm_exported: TextEmbeddingArtifacts,
 ) -> None:
-    from tritonkit.builder.variant_stage import _profile
+    from tritonkit.stages.variants import _profile
 
     spec = load_spec()
     churn = _profile(artifacts.variant("fp32"), spec.models["churn"])
@@ -107,7 +107,7 @@ def test_tensorrt_profile_spans_every_batch_and_sequence_length_the_spec_allows(
 
 
 def test_model_card_states_the_measured_metrics_and_gates_when_rendered(
-    artifacts: ChurnArtifacts,
+    artifacts: TabularArtifacts,
 ) -> None:
     import json
 

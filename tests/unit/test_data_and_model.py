@@ -11,25 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.data.telco import (
-    CSV_SHA256,
-    WHEEL_FILE,
-    clean,
-    load_telco,
-    read_csvs,
-    split_by_customer,
-)
 from tritonkit.errors import DataError, ParityError
-from tritonkit.export.onnx_export import check_parity, export_churn_onnx
-from tritonkit.features import ALL_FEATURES, FeatureSchema
 from tritonkit.paths import CACHE
 from tritonkit.spec import RiskThresholds, TabularClassifier
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.datasets import load_rows, split
+from tritonkit.tabular.datasets.telco import CSV_SHA256, WHEEL_FILE, clean, read_csvs
+from tritonkit.tabular.export import append_head, check_parity, export_core
+from tritonkit.tabular.schema import FeatureSchema
 
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
 
 @pytest.fixture(scope="module")
-def frame(artifacts: ChurnArtifacts) -> pd.DataFrame:
-    return load_telco(CACHE / "data")
+def frame(artifacts: TabularArtifacts, churn_spec: TabularClassifier) -> pd.DataFrame:
+    return load_rows(churn_spec.dataset)
 
 
 def test_load_telco_has_one_row_per_customer_when_wheel_test_csv_repeats_train(
@@ -43,7 +40,7 @@ def test_load_telco_has_one_row_per_customer_when_wheel_test_csv_repeats_train(
 
 
 def test_split_is_customer_disjoint_and_deterministic_when_run_twice(frame: pd.DataFrame) -> None:
-    a, b = split_by_customer(frame), split_by_customer(frame.sample(frac=1, random_state=1))
+    a, b = split(frame, "customerid"), split(frame.sample(frac=1, random_state=1), "customerid")
     ids = [set(s["customerid"]) for s in (a.train, a.validation, a.test)]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     assert sum(len(i) for i in ids) == len(frame)
@@ -65,11 +62,11 @@ def test_clean_turns_blank_totalcharges_into_zero_when_customer_is_new() -> None
         "customerid": "1", "tenure": "0", "monthlycharges": "20", "totalcharges": " ",
         "seniorcitizen": "0", "churn": "No"}
     out = clean(pd.DataFrame([row]))
-    assert out.loc[0, "totalcharges"] == 0.0
+    assert float(out.loc[0, "totalcharges"]) == 0.0
 
 
 def test_schema_encode_equals_sklearn_column_transformer_on_every_test_row(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]]
+    artifacts: TabularArtifacts, schema: FeatureSchema, customers: list[dict[str, Any]]
 ) -> None:
     pipeline = joblib.load(artifacts.sklearn)
     frame = pd.DataFrame(customers)
@@ -105,7 +102,7 @@ def test_validate_names_missing_and_unexpected_inputs_when_columns_differ(
 
 
 def test_onnx_matches_sklearn_within_1e5_on_every_test_row(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
+    artifacts: TabularArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     pipeline = joblib.load(artifacts.sklearn)
     test = pd.read_csv(artifacts.test_rows)
@@ -115,24 +112,25 @@ def test_onnx_matches_sklearn_within_1e5_on_every_test_row(
 
 
 def test_check_parity_raises_when_graph_uses_other_thresholds(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
+    artifacts: TabularArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     pipeline = joblib.load(artifacts.sklearn)
     test = pd.read_csv(artifacts.test_rows)
-    wrong = export_churn_onnx(pipeline, schema, RiskThresholds(medium=0.1, high=0.9), "1")
+    wrong = append_head(export_core(pipeline, schema, CHURN.probability),
+                        RiskThresholds(medium=0.1, high=0.9), "1")
     with pytest.raises(ParityError, match="risk_level"):
         check_parity(pipeline, schema, wrong, test, churn_spec.risk_thresholds)
 
 
 def test_saved_model_ranks_held_out_customers_like_published_telco_results(
-    artifacts: ChurnArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
+    artifacts: TabularArtifacts, schema: FeatureSchema, churn_spec: TabularClassifier
 ) -> None:
     """ROC-AUC recomputed on the customer-disjoint test split, from the saved sklearn pipeline
     and from the ONNX graph that is served; metrics.json must report what they give."""
     from sklearn.metrics import roc_auc_score
+    TARGET_COLUMN = CHURN.target
 
-    from tritonkit.data.telco import TARGET_COLUMN
-    from tritonkit.export.onnx_export import predict, session
+    from tritonkit.tabular.export import predict, session
 
     pipeline = joblib.load(artifacts.sklearn)
     test = pd.read_csv(artifacts.test_rows)
@@ -148,7 +146,7 @@ def test_saved_model_ranks_held_out_customers_like_published_telco_results(
     assert artifacts.load_metrics()["test"]["roc_auc"] == pytest.approx(sklearn_auc, abs=1e-12)
 
 
-def test_reference_profile_bins_sum_to_one_for_every_feature(artifacts: ChurnArtifacts) -> None:
+def test_reference_profile_bins_sum_to_one_for_every_feature(artifacts: TabularArtifacts) -> None:
     import json
 
     profile = json.loads(artifacts.profile.read_text())

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import kserve_json_inputs
+from tritonkit.client.customers import kserve_json_inputs
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 PATH = Path(__file__).resolve().parents[2] / "loadtests" / "workload.py"
 
@@ -35,7 +35,7 @@ def workload() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def payloads(workload: ModuleType, artifacts: ChurnArtifacts) -> Any:
+def payloads(workload: ModuleType, artifacts: TabularArtifacts) -> Any:
     built = workload.Workload.build(["churn"], workload.Mix(), artifacts.test_rows)
     return built.payloads["churn"]
 
@@ -64,12 +64,15 @@ def test_workload_shifts_tenure_and_expects_400_when_drifted_unseen_or_invalid(
         workload: ModuleType, payloads: Any) -> None:
     valid, drifted = payloads[workload.VALID], payloads[workload.DRIFTED]
     unseen, invalid = payloads[workload.UNSEEN], payloads[workload.INVALID]
-    shift = workload.DRIFT_TENURE_SHIFT_MONTHS
+    tenures = [_inputs(p.json_body)["tenure"] for p in valid]
+    # half the held-out range: 36 months of churn's 0-72
+    shift = workload.DRIFT_SHIFT_OF_RANGE * (max(tenures) - min(tenures))
+    assert shift == 36
     for k in range(0, len(valid), 50):
         tenure = _inputs(valid[k].json_body)["tenure"]
         assert _inputs(drifted[k].json_body)["tenure"] == tenure + shift
         assert not drifted[k].refused and drifted[k].name == "churn [drifted]"
-        assert _inputs(unseen[k].json_body)["contract"] == "Weekly"
+        assert _inputs(unseen[k].json_body)["gender"] == workload.UNSEEN_CATEGORY
         assert unseen[k].refused and unseen[k].name == "churn [unseen category, expect 400]"
         bad = invalid[k].features["tenure"]
         assert math.isnan(bad) or bad < 0
@@ -81,7 +84,8 @@ def test_workload_shifts_tenure_and_expects_400_when_drifted_unseen_or_invalid(
 
 
 def test_mix_draws_kinds_in_their_shares_when_shares_are_given(
-        workload: ModuleType, artifacts: ChurnArtifacts, minilm_exported: object) -> None:
+        workload: ModuleType, tabular_built: object, artifacts: TabularArtifacts,
+        minilm_exported: object) -> None:
     mix = workload.Mix(drift_share=0.2, invalid_share=0.1)
     built = workload.Workload.build(None, mix, artifacts.test_rows)
     rng = random.Random(7)
@@ -107,5 +111,5 @@ def test_mix_refuses_shares_naming_the_option_when_they_are_impossible(
 def test_workload_refuses_an_ensemble_naming_those_served_when_it_is_not_in_the_spec(
         workload: ModuleType) -> None:
     with pytest.raises(workload.LoadTestError,
-                       match=re.escape("not in configs/models.yaml, which serves: churn")):
+                       match=re.escape("not in configs/models.yaml, which serves: churn, cancer")):
         workload.Workload.build(["fraud"], workload.Mix())

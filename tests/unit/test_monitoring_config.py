@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.errors import TritonKitError
+from tritonkit.families.render import render_repository
 from tritonkit.monitor.receivers import alertmanager_config, load_config, receivers, secret_name
 from tritonkit.monitor.rules import PRODUCTION_RULES, render_rules
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.repository.build import render_repository
 from tritonkit.repository.entry_points import EntryPoint, repository_entry_points
 from tritonkit.serve.secrets import make_production_secrets
 from tritonkit.spec import Spec, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 from tritonkit.text.artifacts import TextEmbeddingArtifacts
 
 from ..support import require_tool
@@ -122,8 +122,8 @@ def test_prometheus_alerts_carry_severity_service_and_runbook() -> None:
     for rule in alerts:
         assert rule["alert"].startswith("Triton") or rule["alert"] == "Watchdog", rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]
-        # drift alerts are churn's; serving alerts are each entry point's own
-        assert rule["labels"]["service"] in ("churn", "triton", "gateway", "monitoring",
+        # drift and serving alerts are each model's or entry point's own
+        assert rule["labels"]["service"] in ("triton", "gateway", "monitoring",
                                              "{{ $labels.model }}"), rule
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
 
@@ -135,7 +135,7 @@ def test_prometheus_alert_names_differ_from_the_sidecars() -> None:
 
 
 def test_serving_rules_are_what_the_renderer_makes_of_the_production_repository(
-        artifacts: ChurnArtifacts, minilm_exported: TextEmbeddingArtifacts,
+        tabular_built: dict[str, TabularArtifacts], minilm_exported: TextEmbeddingArtifacts,
         tmp_path: Path) -> None:
     """monitoring/prometheus/rules/serving.yml is generated: a spec change that adds, removes
     or reshapes an entry point must come with `make rules`. The repository is the shipped
@@ -151,7 +151,7 @@ def test_serving_rules_are_what_the_renderer_makes_of_the_production_repository(
     served = {e.name for e in entries}
     recorded = {rule["labels"]["model"] for rule in _rules()
                 if rule.get("record") == "tritonkit:requests:rate5m"}
-    assert recorded == served == {"churn", "churn_packed", "minilm"}
+    assert recorded == served == {"churn", "churn_packed", "cancer", "cancer_packed", "minilm"}
 
 
 def test_failures_are_divided_by_the_entry_points_multiplicity_and_refusals_subtracted() -> None:
@@ -187,9 +187,13 @@ def test_burn_rate_alerts_page_and_ticket_on_the_sre_windows() -> None:
     budgets = {r["labels"]["model"]: r["expr"] for r in _rules()
                if r.get("record") == budget}
     spec = load_spec()
-    assert budgets == {"churn": f"vector({1 - spec.models['churn'].availability_slo:.6g})",
-                       "churn_packed": f"vector({1 - spec.models['churn'].availability_slo:.6g})",
-                       "minilm": f"vector({1 - spec.models['minilm'].availability_slo:.6g})"}
+    expected = {}
+    for entry in budgets:
+        found = spec.model_behind(entry)
+        assert found is not None, entry
+        expected[entry] = f"vector({1 - found[1].availability_slo:.6g})"
+    assert budgets == expected
+    assert {"churn", "churn_packed", "cancer", "cancer_packed", "minilm"} == set(budgets)
 
 
 def test_each_entry_point_burns_the_budget_of_its_models_availability_slo(tmp_path: Path
@@ -371,13 +375,13 @@ def test_compose_triton_healthcheck_probes_the_ensembles_readiness() -> None:
     assert not any("/v2/health/ready" in part for part in test)
 
 
-def test_compose_summary_latencies_are_on_as_readme_says() -> None:
-    """The p95 alert and the dashboard read Triton's latency quantiles; README's production
-    section says they are on."""
+def test_compose_summary_latencies_are_on_as_the_docs_say() -> None:
+    """The p95 alert and the dashboard read Triton's latency quantiles; docs/monitoring.md,
+    "Monitoring stack (production)" says they are on."""
     assert "--metrics-config=summary_latencies=true" in _compose()["services"]["triton"]["command"]
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    section = readme[readme.index("### Monitoring stack (production)"):]
-    section = section[:section.index("\n## ")]
+    page = (PROJECT_ROOT / "docs" / "monitoring.md").read_text()
+    section = page[page.index("\n## Monitoring stack (production)\n"):]
+    section = section.split("\n## ", 2)[1]
     assert "--metrics-config=summary_latencies=true" in section
 
 

@@ -12,25 +12,31 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonkit.client.churn import OUTPUTS, PACKED_MODEL_NAME, columns_from_rows
-from tritonkit.features import (
-    CATEGORICAL_FEATURES,
-    INTEGER_FEATURES,
-    NUMERIC_FEATURES,
+from tritonkit.client.churn import OUTPUTS, PACKED_MODEL_NAME
+from tritonkit.client.customers import columns_from_rows
+from tritonkit.repository.config import read_config
+from tritonkit.repository.layout import step_names
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.packed import (
     PACKED_CATEGORICAL,
-    PACKED_COLUMNS,
     PACKED_DTYPES,
     PACKED_NUMERIC,
-    FeatureSchema,
     PackedColumns,
     fraction_problems,
     fractional_rows,
-    pack,
     packed_problems,
-    unpack,
 )
-from tritonkit.repository.config import read_config
-from tritonkit.repository.layout import step_names
+from tritonkit.tabular.schema import FeatureSchema
+
+CHURN = contract("churn")
+INTEGER = CHURN.schema.integer_features
+CATEGORICAL_FEATURES = CHURN.categorical
+INTEGER_FEATURES = CHURN.schema.integer_features
+NUMERIC_FEATURES = CHURN.numeric
+PACKED_COLUMNS = CHURN.packed
+pack = CHURN.pack
+unpack = CHURN.unpack
+
 
 
 @pytest.fixture()
@@ -71,8 +77,8 @@ def test_encoding_unpacked_columns_equals_encoding_the_19_columns_bit_for_bit(
     np.testing.assert_array_equal(packed.numbers, plain.numbers)
     np.testing.assert_array_equal(packed.codes, plain.codes)
     assert not packed.bad.any()
-    assert schema.validate(unpacked) == [] and fraction_problems(unpacked) == []
-    assert fractional_rows(unpacked) is None
+    assert schema.validate(unpacked) == [] and fraction_problems(unpacked, INTEGER) == []
+    assert fractional_rows(unpacked, INTEGER) is None
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -92,7 +98,7 @@ def test_packed_problems_name_the_tensor_when_shape_dtype_or_rows_are_wrong(
     columns: dict[str, np.ndarray], change: Any, words: list[str]
 ) -> None:
     numeric, categorical = change(*pack(columns))
-    message = "; ".join(packed_problems(numeric, categorical))
+    message = "; ".join(packed_problems(numeric, categorical, CHURN.packed))
     for word in words:
         assert word in message, message
     with pytest.raises(ValueError) as raised:
@@ -109,9 +115,9 @@ def test_fractions_in_whole_number_features_are_found_naming_feature_and_rows(
     numeric[4, senior] = np.nan  # validate's to name, not a fraction
     numeric[6, senior] = 1.0
     unpacked = unpack(numeric, categorical)
-    rows = fractional_rows(unpacked)
+    rows = fractional_rows(unpacked, INTEGER)
     assert rows is not None and list(np.flatnonzero(rows)) == [2, 5]
-    assert fraction_problems(unpacked) == [
+    assert fraction_problems(unpacked, INTEGER) == [
         "seniorcitizen: value 0.5 at row(s) 2, 5 is not a whole number"]
     # in bounds, so the encoder alone would take them: the step refuses them by this check
     assert list(np.flatnonzero(schema.encode_batch(unpacked).bad)) == [4]
@@ -191,7 +197,7 @@ def test_packed_warmup_samples_are_customers_the_step_accepts_when_rendered(
             values.append(raw[4:4 + length])
             raw = raw[4 + length:]
         columns = unpack(numeric, np.array([values], dtype=object))
-        assert schema.validate(columns) == [] and fraction_problems(columns) == []
+        assert schema.validate(columns) == [] and fraction_problems(columns, INTEGER) == []
 
 
 @pytest.mark.parametrize("target", ["embedded_split", "production"])

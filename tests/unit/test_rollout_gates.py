@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tritonkit.drift.profile import PROBABILITY_EDGES
+from tritonkit.drift.binning import PROBABILITY_EDGES
 from tritonkit.gateway.versions import LATENCY_BUCKETS_S
 from tritonkit.rollout.engine import Rollout, RolloutFailed, RolloutPlan
 from tritonkit.rollout.gates import GateThresholds, Window, judge, quantile_ms

@@ -11,9 +11,17 @@ import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonkit.errors import SpecError
-from tritonkit.features import ALL_FEATURES, NUMPY_DTYPES, TRITON_DTYPES, FeatureSchema
 from tritonkit.repository.config import read_config
 from tritonkit.spec import DEFAULT_SPEC, Spec, load_spec
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.schema import FeatureSchema
+
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
+NUMPY_DTYPES = CHURN.numpy_dtypes
+TRITON_DTYPES = CHURN.triton_dtypes
+
+
 
 
 def _write_spec(tmp_path: Path, mutate: object) -> Path:
@@ -135,7 +143,7 @@ def test_render_keeps_earlier_versions_of_python_steps_for_a_rollout(
     rollouts load beside it; ensembles (one config for every version) keep only the new one."""
     import shutil
 
-    from tritonkit.repository.build import render_repository
+    from tritonkit.families.render import render_repository
 
     render_repository(spec, "embedded", tmp_path)
     for step in ("churn_packed", "churn"):  # a python step and an ensemble

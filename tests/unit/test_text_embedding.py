@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tritonkit.errors import ArtifactMissingError
-from tritonkit.families import text_embedding
 from tritonkit.repository.config import read_config
 from tritonkit.spec import Spec, TextEmbedding, load_spec
 from tritonkit.text import corpus
+from tritonkit.text import family as text_embedding
 from tritonkit.text.artifacts import TextEmbeddingArtifacts, export_stage
 from tritonkit.text.embed import TextEmbedder, cosine
 from tritonkit.text.export import export_onnx, source_folder

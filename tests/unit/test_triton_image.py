@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from tritonkit.errors import RepositoryError
+from tritonkit.families.render import render_repository
 from tritonkit.paths import PROJECT_ROOT
-from tritonkit.repository.build import render_repository
 from tritonkit.repository.imports import imported_modules, pinned, undeclared_imports
 from tritonkit.serve.parity import REQUIREMENTS
 from tritonkit.serve.server import RESTRICTED_APIS

@@ -15,23 +15,21 @@ import pandas as pd
 import pytest
 from onnx import numpy_helper
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.data.telco import TARGET_COLUMN, load_telco, split_by_customer
-from tritonkit.export.onnx_export import (
+from tritonkit.families import family_of
+from tritonkit.spec import load_spec
+from tritonkit.tabular.artifacts import Rows, TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.export import (
     INPUT_NAME,
     OPSET,
     append_head,
     check_parity,
-    export_churn_core,
-    export_churn_onnx,
+    export_core,
     predict,
     risk_levels,
     session,
 )
-from tritonkit.families import family_of
-from tritonkit.features import ALL_FEATURES, FeatureSchema
-from tritonkit.paths import CACHE
-from tritonkit.spec import load_spec
+from tritonkit.tabular.schema import FeatureSchema
 from tritonkit.variants import onnx_variants, tensorrt
 from tritonkit.variants.gates import (
     DEFAULT_CLASSIFIER_LIMITS,
@@ -42,6 +40,8 @@ from tritonkit.variants.gates import (
 )
 from tritonkit.variants.providers import CPU, CUDA, TENSORRT, fallback_report
 
+CHURN = contract("churn")
+ALL_FEATURES = CHURN.features
 THRESHOLDS = (0.3, 0.6)
 ONNX_KINDS = ("fp32", "optimized", "int8_static", "int8_dynamic", "fp16")
 #: Static quantization options the tests pass (the defaults: MatMul/Gemm only, after
@@ -53,7 +53,7 @@ class Churn:
     """The real churn model and its held-out customers."""
 
     def __init__(self) -> None:
-        paths = ChurnArtifacts.for_version(1)
+        paths = TabularArtifacts.for_version(1)
         missing = [p.name for p in (paths.sklearn, paths.schema, paths.test_rows)
                    if not p.exists()]
         if missing:  # what `make build-engines` makes: make it (about 10 s)
@@ -63,9 +63,9 @@ class Churn:
         self.schema = FeatureSchema.load(paths.schema)
         self.test = pd.read_csv(paths.test_rows)
         self.matrix = self.encode(self.test)
-        self.labels = self.test[TARGET_COLUMN].to_numpy()
+        self.labels = self.test[CHURN.target].to_numpy()
         self.reference = self.pipeline.predict_proba(self.test[list(ALL_FEATURES)])[:, 1]
-        self.core = export_churn_core(self.pipeline, self.schema)
+        self.core = export_core(self.pipeline, self.schema, CHURN.probability)
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         return self.schema.encode({n: frame[n].to_numpy() for n in ALL_FEATURES})
@@ -83,7 +83,7 @@ def churn() -> Churn:
 @pytest.fixture(scope="module")
 def calibration(churn: Churn) -> list[dict[str, np.ndarray]]:
     """Feeds of training-split customers (never the held-out ones)."""
-    train = split_by_customer(load_telco(CACHE / "data")).train
+    train = Rows(load_spec().models["churn"]).splits.train
     matrix = churn.encode(train)
     return [{INPUT_NAME: matrix[i:i + 256]} for i in range(0, 1024, 256)]
 
@@ -105,7 +105,7 @@ def variants(source: Path, calibration: Any, tmp_path_factory: pytest.TempPathFa
             for kind in ONNX_KINDS}
 
 
-def test_export_churn_core_is_standard_ops_when_exported_from_logistic_regression(
+def test_export_core_is_standard_ops_when_exported_from_logistic_regression(
     churn: Churn,
 ) -> None:
     core = churn.core
@@ -120,10 +120,10 @@ def test_export_churn_core_is_standard_ops_when_exported_from_logistic_regressio
     assert probability.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
-def test_export_churn_onnx_matches_sklearn_on_every_test_row_when_head_appended(
+def test_exported_graph_matches_sklearn_on_every_test_row_when_head_appended(
     churn: Churn,
 ) -> None:
-    model = export_churn_onnx(churn.pipeline, churn.schema, THRESHOLDS, "7")
+    model = append_head(churn.core, THRESHOLDS, "7")
     report = check_parity(churn.pipeline, churn.schema, model, churn.test, THRESHOLDS)
     assert report["rows"] == len(churn.test) > 700
     assert report["max_abs_diff"] <= 1e-5

@@ -1,7 +1,7 @@
 """The naive baseline: Flask + onnxruntime in one Python process, same API and same checks.
 
 It answers the same KServe v2 JSON as the `churn` ensemble (`POST /v2/models/churn/infer`), with
-the same validation (`tritonkit.features`) and the same ONNX graph, one request at a time. The
+the same validation (`tritonkit.tabular.schema`) and the same ONNX graph, one request at a time. The
 benchmark suite (bench/suite.py, `make bench`) measures Triton against it::
 
     python -m tritonkit.baseline.naive_server --port 8500
@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 from flask import Flask, jsonify, request
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.export.onnx_export import predict, session
-from tritonkit.features import KSERVE_DATATYPES, NUMPY_DTYPES, OUTPUT_DTYPES
 from tritonkit.spec import load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import contract
+from tritonkit.tabular.export import predict, session
+from tritonkit.tabular.schema import KSERVE_DATATYPES
+
+CHURN = contract("churn")
 
 
-def create_app(artifacts: ChurnArtifacts) -> Flask:
+def create_app(artifacts: TabularArtifacts) -> Flask:
     schema = artifacts.load_schema()
     sess = session(str(artifacts.onnx))
     app = Flask("naive_churn_server")
@@ -36,7 +39,7 @@ def create_app(artifacts: ChurnArtifacts) -> Flask:
         columns: dict[str, np.ndarray] = {}
         try:
             for item in body["inputs"]:
-                dtype = NUMPY_DTYPES.get(item["name"], np.object_)
+                dtype = CHURN.numpy_dtypes.get(item["name"], np.object_)
                 columns[item["name"]] = np.array(item["data"], dtype=dtype)
         except (KeyError, TypeError, ValueError) as exc:
             return jsonify(error=f"malformed input: {exc}"), 400
@@ -44,13 +47,13 @@ def create_app(artifacts: ChurnArtifacts) -> Flask:
         if problems:
             return jsonify(error="; ".join(problems)), 400
         outputs = predict(sess, schema.encode(columns))
-        rows = len(outputs["churn_probability"])
+        rows = len(outputs[CHURN.probability])
         return jsonify(
             model_name="churn",
             outputs=[
                 {"name": name, "datatype": KSERVE_DATATYPES[dtype], "shape": [rows, 1],
                  "data": outputs[name].reshape(-1).tolist()}
-                for name, dtype in OUTPUT_DTYPES.items()
+                for name, dtype in CHURN.outputs.items()
             ],
         )
 
@@ -70,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     version = load_spec().models["churn"].version
-    artifacts = ChurnArtifacts(args.artifacts or ChurnArtifacts.for_version(version).root)
+    artifacts = TabularArtifacts(args.artifacts or TabularArtifacts.for_version(version).root)
     create_app(artifacts).run(host=args.host, port=args.port, threaded=True)
 
 

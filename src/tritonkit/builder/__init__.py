@@ -1,2 +1,2 @@
-"""Build orchestration: incremental stages with manifests, the shared variant stage, model
-cards, and `tritonkit build` (`make build-engines`)."""
+"""The build's top floor: `tritonkit build` (`make build-engines`) and the model cards. It calls
+each model's family (`tritonkit.families`), which runs the stages (`tritonkit.stages`)."""

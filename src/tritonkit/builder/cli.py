@@ -15,22 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritonkit.builder.manifest import Manifest, fingerprint
 from tritonkit.builder.model_card import write_model_card
 from tritonkit.errors import TritonKitError
 from tritonkit.families import family_of
-from tritonkit.repository.build import render_repository
-from tritonkit.repository.layout import repository_path
+from tritonkit.families.render import render_repository
+from tritonkit.repository.layout import STEPS_DIR, repository_path
 from tritonkit.spec import DEFAULT_SPEC, Spec, TargetName, load_spec
+from tritonkit.stages.manifest import Manifest, fingerprint
+from tritonkit.stages.sources import sources
 
 logger = logging.getLogger("tritonkit.build")
 
-#: Everything whose change re-renders a repository (besides the spec and the artefacts).
-RENDER_SOURCES = tuple(
-    sorted((Path(__file__).parents[1] / "repository").rglob("*.py"))
-    + sorted((Path(__file__).parents[1] / "families").glob("*.py"))
-    + [Path(__file__).parents[1] / "features.py",
-       Path(__file__).parents[1] / "drift" / "binning.py"])
 REPOSITORY_MANIFEST = "build_manifest.json"
 
 
@@ -41,13 +36,20 @@ def _artefact_manifests(spec: Spec) -> list[Path]:
             for name, model in spec.models.items()]
 
 
+def render_sources(spec: Spec) -> tuple[Path, ...]:
+    """Everything whose change re-renders a repository (besides the spec and the artefacts):
+    what the renderer and the spec's families import, and the step files they copy."""
+    families = sorted({family_of(model).__name__ for model in spec.models.values()})
+    return (*sources(render_repository.__module__, *families), *sorted(STEPS_DIR.glob("*.py")))
+
+
 def render_if_changed(spec: Spec, target: TargetName, *, force: bool = False) -> bool:
     """Render one target's repository unless its manifest shows the same spec, sources and
     artefacts made it; returns whether it rendered."""
     repository = repository_path(spec, target)
     manifest = Manifest.load(repository / REPOSITORY_MANIFEST)
     key = fingerprint(values={"spec": spec.model_dump(mode="json"), "target": target},
-                      files=[*RENDER_SOURCES, *_artefact_manifests(spec)])
+                      files=[*render_sources(spec), *_artefact_manifests(spec)])
     configs = sorted(repository.glob("*/config.pbtxt"))
     if not force and configs and manifest.fresh("render", key):
         logger.info("%s repository %s up to date", target, repository)

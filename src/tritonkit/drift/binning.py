@@ -51,6 +51,9 @@ METRICS: dict[str, str] = {
     ROWS: "Rows the step received (accepted or refused).",
 }
 RISK_LEVELS = ("low", "medium", "high")
+#: Upper edges of the predicted probability's histogram (a last +Inf bucket is implied): the
+#: reference profile's and the gateway's per-version counts.
+PROBABILITY_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 #: Why the step refused rows; a row is counted once per reason it has.
 REJECT_REASONS = ("unknown_category", "missing_value", "non_finite", "out_of_bounds",
                   "malformed_request", "internal_error")

@@ -1,9 +1,12 @@
-"""Model families: one module per family says how its models are built and rendered.
+"""Model families, one package each (`tritonkit.tabular`, `tritonkit.text`), whose `family`
+module says how a model of it is built and rendered; `render` writes a whole repository.
 
 The spec names each model's `family`; `family_of` finds the module that builds its artefacts,
-variants and gates (`build`) and writes its Triton models for a target (`render`)::
+variants and gates (`build`) and writes its Triton models for a target (`render`). Floors go
+one way: `builder` (the CLI, cards) above this package, above the families, above `stages`
+and the `repository` library (tests/unit/test_import_floors.py)::
 
-    family = family_of(spec.models["churn"])             # tabular_classifier
+    family = family_of(spec.models["churn"])             # tritonkit.tabular.family
     family.build("churn", spec.models["churn"], force=False)
     family.render(repository, spec, "embedded", "churn", spec.models["churn"])
 """
@@ -34,11 +37,11 @@ def family_of(model: ModelSpec) -> Family:
     """The module of a model's family (imported here: a family's dependencies load only when a
     spec names it)."""
     if model.family == "tabular_classifier":
-        from tritonkit.families import tabular_classifier
+        from tritonkit.tabular import family as tabular_classifier
 
         return tabular_classifier
     if model.family == "text_embedding":
-        from tritonkit.families import text_embedding
+        from tritonkit.text import family as text_embedding
 
         return text_embedding
     raise KeyError(f"no family module for {model.family!r}")

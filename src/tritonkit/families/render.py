@@ -1,5 +1,5 @@
 """Render a Triton model repository for one target: every model of the spec, each by its family
-(`tritonkit.families`), configs written through Triton's schema (`repository.config`)::
+(`family_of`), configs written through Triton's schema (`repository.config`)::
 
     render_repository(load_spec(), "embedded")    # -> model_repository/
 """

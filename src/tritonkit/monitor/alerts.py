@@ -101,7 +101,7 @@ class AlertRule(_Frozen):
             raise ValueError(f"clear_threshold ({self.clear_threshold}) must be at or above "
                              f"threshold ({self.threshold}) for op '<'")
         sample = self._fields(1.0, {"model": "x", **({self.label: "x"} if self.label else {})},
-                              service="churn")
+                              service="x")
         for name in ("summary", "description"):
             template: str = getattr(self, name)
             unknown = {f for _, f, _, _ in string.Formatter().parse(template) if f} - set(sample)
@@ -140,7 +140,7 @@ class AlertRule(_Frozen):
 class AlertRules(_Frozen):
     """The rule file: the `service` label every alert carries, and the rules."""
 
-    service: str = "churn"
+    service: str = "tritonkit"
     rules: tuple[AlertRule, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

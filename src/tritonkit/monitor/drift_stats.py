@@ -1,7 +1,7 @@
 """Drift statistics on binned counters: a verdict per feature from a reference profile and a window.
 
 A window is the difference of two scrapes of the drift counters (float counts); the reference is
-the training profile of `tritonkit.drift.profile` (fractions per bin, category frequencies)::
+the training profile of `tritonkit.tabular.profile` (fractions per bin, category frequencies)::
 
     verdict = judge_numeric("tenure", fractions, 5000, window_counts, out_of_range=0.0,
                             missing=0.0, thresholds=DriftThresholds())

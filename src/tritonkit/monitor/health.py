@@ -10,7 +10,7 @@ leave them out) through the ensemble, and on a 5xx while Triton is up reloads th
 is checked so, each with its own probes (`tritonkit.monitor.probes`)::
 
     monitor = HealthMonitor(TritonProbe("http://127.0.0.1:8000", admin_key=key),
-                            {"churn": tabular_bodies(customers, packed=False)})
+                            {"churn": tabular_bodies(customers, contract("churn"), packed=False)})
     report = monitor.check()          # report.ok, report.checks, report.healed
 """
 

@@ -1,6 +1,6 @@
 """The health probes' requests, one source per entry point, from the spec's family of the model
-behind it: held-out customers for a tabular classifier (as 19 tensors or the packed pair, as
-its config asks), short texts for a text embedding::
+behind it: held-out rows for a tabular classifier (one tensor per feature or the packed pair,
+as its config asks), short texts for a text embedding::
 
     bodies = probe_bodies(entry, config, spec)   # None: no family knows this entry point
     bodies(0), bodies(1)                         # KServe v2 JSON requests, each one unique
@@ -18,48 +18,47 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tritonkit.artifacts import ChurnArtifacts
-from tritonkit.client.churn import kserve_json_inputs, read_customers
-from tritonkit.features import (
-    INTEGER_FEATURES,
-    NUMERIC_FEATURES,
-    PACKED_CATEGORICAL,
-    PACKED_COLUMNS,
-    PACKED_NUMERIC,
-)
+from tritonkit.client.customers import kserve_json_inputs, read_customers
 from tritonkit.repository.entry_points import EntryPoint
 from tritonkit.repository.step_contract import PROBE_PARAMETER
 from tritonkit.spec import Spec, TabularClassifier, TextEmbedding
+from tritonkit.tabular.artifacts import TabularArtifacts
+from tritonkit.tabular.contract import TabularContract
+from tritonkit.tabular.packed import PACKED_CATEGORICAL, PACKED_NUMERIC
 
 ProbeBodies = Callable[[int], dict[str, Any]]
-_FRACTIONAL = tuple(name for name in NUMERIC_FEATURES if name not in INTEGER_FEATURES)
 
 
 def _marked(inputs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"inputs": inputs, "parameters": {PROBE_PARAMETER: True}}
 
 
-def tabular_bodies(customers: Sequence[Mapping[str, Any]], *, packed: bool,
-                   rng: random.Random | None = None) -> ProbeBodies:
-    """The n-th probe: the n-th customer (in turn), its fractional features moved a little."""
+def tabular_bodies(customers: Sequence[Mapping[str, Any]], contract: TabularContract, *,
+                   packed: bool, rng: random.Random | None = None) -> ProbeBodies:
+    """The n-th probe: the n-th row (in turn), its fractional features moved a little (within
+    their bounds)."""
     if not customers:
-        raise ValueError("the health probes need at least one valid customer")
+        raise ValueError("the health probes need at least one valid row")
     rng = rng or random.Random()
+    fractional = [f for f in contract.schema.numeric if not f.integer]
 
     def body(n: int) -> dict[str, Any]:
         customer = dict(customers[n % len(customers)])
-        for name in _FRACTIONAL:
-            customer[name] = round(float(customer[name]) + rng.uniform(0.0, 0.05), 4)
+        for feature in fractional:
+            moved = round(float(customer[feature.name]) + rng.uniform(0.0, 0.05), 4)
+            if feature.maximum is not None and moved > feature.maximum:
+                moved = feature.maximum
+            customer[feature.name] = moved
         if not packed:
-            return _marked(kserve_json_inputs(customer))
-        numeric = [float(customer[name]) for name in PACKED_COLUMNS.numeric]
-        categorical = [str(customer[name]) for name in PACKED_COLUMNS.categorical]
-        return _marked([
-            {"name": PACKED_NUMERIC, "datatype": "FP32", "shape": [1, len(numeric)],
-             "data": numeric},
-            {"name": PACKED_CATEGORICAL, "datatype": "BYTES", "shape": [1, len(categorical)],
-             "data": categorical},
-        ])
+            return _marked(kserve_json_inputs(customer, contract))
+        order = contract.packed
+        values: dict[str, list[Any]] = {
+            PACKED_NUMERIC: [float(customer[name]) for name in order.numeric],
+            PACKED_CATEGORICAL: [str(customer[name]) for name in order.categorical],
+        }
+        wire = {PACKED_NUMERIC: "FP32", PACKED_CATEGORICAL: "BYTES"}
+        return _marked([{"name": name, "datatype": wire[name], "shape": [1, len(values[name])],
+                         "data": values[name]} for name in order.tensors])
 
     return body
 
@@ -85,10 +84,11 @@ def probe_bodies(entry: EntryPoint, config: Mapping[str, Any], spec: Spec
     name, model = found
     inputs = [str(i["name"]) for i in config.get("input", [])]
     if isinstance(model, TabularClassifier):
-        paths = ChurnArtifacts.for_version(model.version, name=name)
-        customers = read_customers(paths.test_rows)
-        return tabular_bodies(customers,
-                              packed=set(inputs) == {PACKED_NUMERIC, PACKED_CATEGORICAL})
+        contract = TabularContract.of(name, model)
+        paths = TabularArtifacts.for_version(model.version, name=name)
+        customers = read_customers(paths.test_rows, contract=contract)
+        return tabular_bodies(customers, contract,
+                              packed=set(inputs) == set(contract.packed.tensors))
     if isinstance(model, TextEmbedding) and len(inputs) == 1:
         return text_bodies(inputs[0])
     return None

@@ -1,7 +1,8 @@
 """The monitoring sidecar: every `interval_s` it scrapes, windows, judges and alerts; every
 `health_interval_s` it checks the model with real inferences (and heals it); an HTTP server
 answers `/metrics`, `/health`, `/alerts`, `/report` and the alert inbox (`/alerts/inbox`, where
-Alertmanager's default receivers deliver: `tritonkit.monitor.inbox`)::
+Alertmanager's default receivers deliver: `tritonkit.monitor.inbox`), as `monitor.api` says.
+Its settings are `monitor.settings`'::
 
     with MonitorService(MonitorSettings(triton_url="http://127.0.0.1:8000", port=0)) as service:
         print(service.url)                    # http://127.0.0.1:<the port it got>
@@ -16,31 +17,27 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from tritonkit.artifacts import ChurnArtifacts
 from tritonkit.errors import ArtifactMissingError, TritonKitError
 from tritonkit.monitor.alerts import (
-    DEFAULT_RULES,
     Alert,
     AlertEngine,
     AlertSink,
     Transition,
     load_alert_rules,
 )
+from tritonkit.monitor.api import alert_json, handler, transition_json
 from tritonkit.monitor.delivery import AlertmanagerSink, WebhookSink
 from tritonkit.monitor.drift_stats import DriftThresholds
 from tritonkit.monitor.health import Check, HealthMonitor, HealthReport, TritonProbe
-from tritonkit.monitor.inbox import MAX_BODY_BYTES, Inbox, InboxRefused
+from tritonkit.monitor.inbox import Inbox
 from tritonkit.monitor.metrics import SidecarMetrics
 from tritonkit.monitor.probes import ProbeBodies, probe_bodies
 from tritonkit.monitor.report import render_report
+from tritonkit.monitor.settings import MonitorSettings, load_profile
 from tritonkit.monitor.signals import PROBES, Serving, WindowJudge, WindowSignals, serving
 from tritonkit.monitor.sources import (
     FallbackSource,
@@ -51,43 +48,10 @@ from tritonkit.monitor.sources import (
 )
 from tritonkit.monitor.windows import CounterWindows, Sample
 from tritonkit.repository.entry_points import EntryPoint, entry_points
-from tritonkit.spec import Spec, load_spec
+from tritonkit.spec import Spec, TabularClassifier, load_spec
+from tritonkit.tabular.artifacts import TabularArtifacts
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MonitorSettings:
-    """How the sidecar runs; `cli.py` documents each as a flag with its environment variable."""
-
-    triton_url: str = "http://127.0.0.1:8000"
-    metrics_url: str | None = None  # None: Triton's host, port 8002, /metrics
-    prometheus_url: str | None = None  # read the counters from Prometheus instead
-    host: str = "127.0.0.1"
-    port: int = 9108  # docker-compose.yml's; 0: any free port (see MonitorService.port)
-    interval_s: float = 15.0
-    window_s: float = 300.0
-    min_rows: int = 500
-    alerts_file: Path = DEFAULT_RULES
-    profile_path: Path | None = None  # None: artifacts/churn/<version>/reference_profile.json
-    model: str = "churn"  # the model whose drift is judged (its ensemble's name)
-    #: the entry points to watch; empty: every one Triton serves that the spec knows
-    entry_points: tuple[str, ...] = ()
-    version: str | None = None  # None: the spec's version of `model`
-    alertmanager_url: str | None = None
-    webhook_url: str | None = None
-    admin_key: str | None = None
-    health_interval_s: float = 5.0
-    probes: int = 4
-    latency_budget_ms: float = 1000.0
-    timeout_s: float = 5.0
-    heal: bool = True
-
-    def resolved_metrics_url(self) -> str:
-        if self.metrics_url:
-            return self.metrics_url
-        host = urlsplit(self.triton_url).hostname or "127.0.0.1"
-        return f"http://{host}:8002/metrics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,29 +63,6 @@ class Evaluation:
     transitions: tuple[Transition, ...]
     source_error: str | None
     seconds: float
-
-
-def load_profile(settings: MonitorSettings) -> tuple[dict[str, Any], str, Path]:
-    """(profile, version, its path): a clear error names the path and `make build-engines`."""
-    version = settings.version
-    if version is None:
-        from tritonkit.spec import load_spec
-
-        pipelines = load_spec().models
-        if settings.model not in pipelines:
-            raise TritonKitError(f"model {settings.model!r} is not in configs/models.yaml "
-                                 f"(it has {', '.join(pipelines)}): pass --model")
-        version = str(pipelines[settings.model].version)
-    path = settings.profile_path or ChurnArtifacts.for_version(int(version)).profile
-    try:
-        profile = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ArtifactMissingError(f"reference profile {path} not found: run `make "
-                                   "build-engines`, or pass --profile") from None
-    except ValueError as exc:
-        raise ArtifactMissingError(f"reference profile {path} is not valid JSON ({exc}): run "
-                                   "`make build-engines` again") from None
-    return profile, str(version), Path(path)
 
 
 class MonitorService:
@@ -137,6 +78,9 @@ class MonitorService:
         self.spec: Spec = load_spec()
         self.judge = WindowJudge(self.profile, model=settings.model, version=self.version,
                                  thresholds=DriftThresholds(min_rows=settings.min_rows))
+        #: by model: `--model`'s judge, then one for each other tabular model Triton serves
+        self.judges: dict[str, WindowJudge] = {settings.model: self.judge}
+        self._unjudged: set[str] = set()
         self.windows = CounterWindows(settings.window_s)
         triton_source = TritonMetricsSource(settings.resolved_metrics_url(), settings.timeout_s)
         self.source: MetricSource = (
@@ -197,6 +141,27 @@ class MonitorService:
             targets[entry.name] = bodies
         return targets
 
+    def _judges(self) -> dict[str, WindowJudge]:
+        """The drift judge of each model: `--model`'s, and every other tabular model of the
+        spec with drift metrics that Triton serves, from its build's reference profile (a
+        model whose profile is missing is left out, once, with a warning)."""
+        for name, model in self.spec.models.items():
+            if name in self.judges or name in self._unjudged or name not in self.entries:
+                continue
+            if not (isinstance(model, TabularClassifier) and model.drift_metrics.enabled):
+                continue
+            paths = TabularArtifacts.for_version(model.version, name=name)
+            try:
+                profile = json.loads(paths.profile.read_text())
+            except (OSError, ValueError) as exc:
+                logger.warning("no drift verdicts for %s: its reference profile %s cannot be "
+                               "read (%s): run `make build-engines`", name, paths.profile, exc)
+                self._unjudged.add(name)
+                continue
+            self.judges[name] = WindowJudge(profile, model=name, version=str(model.version),
+                                            thresholds=self.judge.thresholds)
+        return self.judges
+
     def _count_probe(self, entry: str, ok: bool) -> None:
         with self._probe_lock:
             self._probe_counts[entry, "ok" if ok else "failed"] += 1
@@ -239,6 +204,7 @@ class MonitorService:
                 logger.warning("scrape failed: %s", exc)
             started = time.perf_counter()
             signals = None
+            drift: dict[str, WindowSignals] = {}  # by model: the drift verdicts of the window
             if samples is not None:
                 switches = getattr(self.source, "switches", 0)
                 if switches != self._switches:  # another source counts differently
@@ -249,13 +215,14 @@ class MonitorService:
                 window = self.windows.window()
                 if window is not None:
                     _ = self.health.targets  # finds the entry points, once Triton can say
-                    drift_entry = self.entries.get(
-                        self.settings.model, EntryPoint(self.settings.model, (), False))
-                    signals = self.judge.judge(window, drift_entry)
-                    self.metrics.publish(signals)
                     for entry in self.entries.values():
                         self.latest_serving[entry.name] = serving(window, entry)
-                    self.latest_serving[drift_entry.name] = signals.serving
+                    for model, judge in self._judges().items():
+                        drift_entry = self.entries.get(model, EntryPoint(model, (), False))
+                        drift[model] = judge.judge(window, drift_entry)
+                        self.metrics.publish(drift[model])
+                        self.latest_serving[model] = drift[model].serving
+                    signals = drift[self.settings.model]
                     for entry_serving in self.latest_serving.values():
                         self.metrics.publish_serving(entry_serving)
             self.metrics.set_source_fallback(getattr(self.source, "falling_back", None)
@@ -269,12 +236,12 @@ class MonitorService:
                     entry_serving.alert_signals(unavailable.get(entry_name))
                     if entry_serving is not None
                     else {"model_unavailable": unavailable.get(entry_name)})
-                if entry_name == self.settings.model and signals is not None:
-                    alert_signals = signals.alert_signals(unavailable.get(entry_name))
+                if entry_name in drift:
+                    alert_signals = drift[entry_name].alert_signals(unavailable.get(entry_name))
                 transitions += self._engine(entry_name).evaluate(at, alert_signals)
             for transition in transitions:
                 if transition.state == "resolved":
-                    self.resolved.appendleft(_transition_json(transition))
+                    self.resolved.appendleft(transition_json(transition))
             self.metrics.set_alerts(self.firing())
             seconds = time.perf_counter() - started
             self.metrics.observe_evaluation(seconds)
@@ -312,7 +279,7 @@ class MonitorService:
 
     def alerts_json(self) -> dict[str, Any]:
         with self._evaluate_lock:
-            firing = [_alert_json(a) for a in self.firing()]
+            firing = [alert_json(a) for a in self.firing()]
             resolved = list(self.resolved)
         return {"firing": firing, "resolved": resolved}
 
@@ -348,7 +315,7 @@ class MonitorService:
         background threads (tests turn a loop off and call `evaluate_once` themselves)."""
         try:
             self._http = ThreadingHTTPServer((self.settings.host, self.settings.port),
-                                             _handler(self))
+                                             handler(self))
         except OSError as exc:
             raise TritonKitError(f"the sidecar cannot listen on {self.settings.host}:"
                                  f"{self.settings.port}: {exc.strerror}: pick another port "
@@ -397,96 +364,3 @@ class MonitorService:
             except Exception:  # the service keeps running whatever one round did
                 logger.exception("%s failed", threading.current_thread().name)
             self._stop.wait(interval_s)
-
-
-def _iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _alert_json(alert: Alert) -> dict[str, Any]:
-    return {"status": alert.status, "labels": dict(alert.labels),
-            "annotations": dict(alert.annotations), "startsAt": _iso(alert.starts_at),
-            "endsAt": _iso(alert.ends_at)}
-
-
-def _transition_json(transition: Transition) -> dict[str, Any]:
-    return {"status": transition.state, "labels": dict(transition.labels),
-            "value": transition.value, "endsAt": _iso(transition.at)}
-
-
-#: where Alertmanager's default receivers deliver (POST <INBOX>/<receiver>), and GET shows them
-INBOX = "/alerts/inbox"
-
-
-def _handler(service: MonitorService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path.rstrip("/") or "/"
-            try:
-                if path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(service.metrics.registry))
-                elif path == "/health":
-                    report = service.health_report()
-                    self._json(200 if report.ok else 503, report.as_json())
-                elif path == "/alerts":
-                    self._json(200, service.alerts_json())
-                elif path == INBOX:
-                    self._json(200, service.inbox.as_json())
-                elif path == "/report":
-                    self._send(200, "text/html; charset=utf-8", service.report_html().encode())
-                elif path == "/":
-                    self._json(200, {"endpoints": ["/health", "/alerts", "/report", "/metrics",
-                                                   INBOX]})
-                else:
-                    self._json(404, {"error": f"no such endpoint {path}: try /health, /alerts, "
-                                              f"/report, /metrics or {INBOX}"})
-            except Exception as exc:  # one bad request must not stop the sidecar
-                logger.exception("GET %s failed", path)
-                self._json(500, {"error": f"GET {path} failed: {exc!r}"})
-
-        def do_POST(self) -> None:
-            path = urlsplit(self.path).path.rstrip("/")
-            if not path.startswith(INBOX + "/"):
-                self._json(404, {"error": f"nothing takes a POST at {path}: Alertmanager posts "
-                                          f"to {INBOX}/<receiver>"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or -1)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                self._json(411, {"error": "the POST needs a Content-Length"})
-                return
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True  # the body stays unread
-                self._json(413, {"error": f"the payload has {length} bytes, more than the "
-                                          f"{MAX_BODY_BYTES} the inbox takes"})
-                return
-            try:
-                notification = service.receive_notification(
-                    path.removeprefix(INBOX + "/"), self.rfile.read(length))
-            except InboxRefused as exc:
-                self._json(exc.status, {"error": str(exc)})
-            except Exception as exc:  # one bad request must not stop the sidecar
-                logger.exception("POST %s failed", path)
-                self._json(500, {"error": f"POST {path} failed: {exc!r}"})
-            else:
-                self._json(200, {"received": len(notification["alerts"])})
-
-        def _json(self, status: int, body: Any) -> None:
-            self._send(status, "application/json", json.dumps(body, indent=1).encode())
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s " + format, self.address_string(), *args)
-
-    return Handler

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tritonkit.builder.manifest import Manifest, fingerprint
 from tritonkit.spec import ENGINE_SOURCES, TENSORRT_VARIANTS, ModelSpec
+from tritonkit.stages.manifest import Manifest, fingerprint
 from tritonkit.variants import onnx_variants, providers, tensorrt
 from tritonkit.variants.gates import GateResult
 

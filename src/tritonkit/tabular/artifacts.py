@@ -1,13 +1,15 @@
-"""The churn model's build artefacts, versioned beside each other under `artifacts/churn/<v>/`.
+"""A tabular model's build artefacts, versioned beside each other under `artifacts/<model>/<v>/`.
 
-`build_churn_artifacts` runs data -> train -> export -> parity check -> reference profile and
-writes everything the repository builder, the tests and the clients read; `train_stage` runs it
-only when its inputs (spec fields, source files, tool versions) changed, and
-`build_churn_variants` makes and gates the variants of the exported graph::
+`build_artifacts` runs data -> train -> export -> parity check -> reference profile and writes
+everything the repository builder, the tests and the clients read; `train_stage` runs it only
+when its inputs (spec fields, source files, tool versions) changed, and `build_variants` makes
+and gates the variants of the exported graph. The dataset is read at most once per build
+(`Rows`)::
 
-    paths = ChurnArtifacts.for_version(1)
-    train_stage(spec.models["churn"], paths)          # a no-op when nothing changed
-    build_churn_variants(spec.models["churn"], paths)
+    paths = TabularArtifacts.for_version(1, name="churn")
+    rows = Rows(spec.models["churn"])
+    train_stage("churn", spec.models["churn"], paths, rows)   # a no-op when nothing changed
+    build_variants("churn", spec.models["churn"], paths, rows)
 """
 
 from __future__ import annotations
@@ -25,41 +27,40 @@ import numpy as np
 import onnx
 import pandas as pd
 
-from tritonkit import spec as spec_module
-from tritonkit.builder.manifest import Manifest, fingerprint
-from tritonkit.data.telco import ID_COLUMN, TARGET_COLUMN, load_telco, split_by_customer
-from tritonkit.drift.profile import reference_profile
 from tritonkit.errors import ArtifactMissingError
-from tritonkit.export.onnx_export import (
+from tritonkit.paths import ARTIFACTS, PROJECT_ROOT
+from tritonkit.spec import TabularClassifier
+from tritonkit.stages.manifest import Manifest, fingerprint
+from tritonkit.stages.sources import sources
+from tritonkit.tabular import datasets, fallback, profile, train
+from tritonkit.tabular.datasets import Splits, load_rows, split
+from tritonkit.tabular.export import (
     INPUT_NAME,
     append_head,
     check_parity,
-    export_churn_core,
+    export_core,
     predict,
     session,
 )
-from tritonkit.features import ALL_FEATURES, FeatureSchema
-from tritonkit.paths import ARTIFACTS, CACHE
-from tritonkit.train.churn import train_churn
-from tritonkit.train.fallback import train_fallback
+from tritonkit.tabular.schema import FeatureSchema
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class ChurnArtifacts:
+class TabularArtifacts:
     """Paths of one version's artefacts."""
 
     root: Path
 
     @classmethod
     def for_version(cls, version: int, base: Path = ARTIFACTS, name: str = "churn"
-                    ) -> ChurnArtifacts:
+                    ) -> TabularArtifacts:
         return cls(base / name / str(version))
 
     @property
     def manifest(self) -> Path:
-        """What each build stage was made from (`tritonkit.builder.manifest`)."""
+        """What each build stage was made from (`tritonkit.stages.manifest`)."""
         return self.root / "manifest.json"
 
     @property
@@ -68,7 +69,7 @@ class ChurnArtifacts:
         return self.root / "gates.json"
 
     def variant(self, variant: str) -> Path:
-        """A variant's numeric core (features -> churn_probability), without the head."""
+        """A variant's numeric core (features -> probability), without the head."""
         return self.root / "variants" / f"{variant}.onnx"
 
     def require_variant(self, variant: str) -> Path:
@@ -82,7 +83,7 @@ class ChurnArtifacts:
 
     def engines(self, variant: str) -> dict[str, str]:
         """TensorRT plans of a variant: compute capability -> plan file under engines/."""
-        from tritonkit.builder.variant_stage import engines_of
+        from tritonkit.stages.variants import engines_of
 
         return engines_of(self.root, variant)
 
@@ -108,13 +109,13 @@ class ChurnArtifacts:
 
     @property
     def test_rows(self) -> Path:
-        """The held-out test customers (raw columns and label), for parity tests and clients."""
+        """The held-out test rows (id, raw columns and label), for parity tests and clients."""
         return self.root / "test.csv"
 
     @property
     def fallback(self) -> Path:
         """The fallback model (JSON coefficients) that the gateway answers with when Triton
-        cannot (`tritonkit.gateway.fallback`)."""
+        cannot (`tritonkit.client.fallback`)."""
         return self.root / "fallback.json"
 
     def all(self) -> tuple[Path, ...]:
@@ -124,7 +125,7 @@ class ChurnArtifacts:
     def complete(self) -> bool:
         return all(p.exists() for p in self.all())
 
-    def require(self) -> ChurnArtifacts:
+    def require(self) -> TabularArtifacts:
         missing = [p.name for p in self.all() if not p.exists()]
         if missing:
             raise ArtifactMissingError(
@@ -144,28 +145,41 @@ def fallback_version(version: int) -> str:
     return f"{version}-fallback"
 
 
-def build_churn_artifacts(model_spec: spec_module.TabularClassifier, paths: ChurnArtifacts
-                          ) -> None:
-    """Train, export, check and profile the churn model; write its artefacts."""
+class Rows:
+    """A model's dataset and its split, read once per build and only when a stage needs it."""
+
+    def __init__(self, model: TabularClassifier) -> None:
+        self.model = model
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        return load_rows(self.model.dataset)
+
+    @functools.cached_property
+    def splits(self) -> Splits:
+        training = self.model.training
+        return split(self.frame, self.model.dataset.id_column,
+                     validation_fraction=training.validation_fraction,
+                     test_fraction=training.test_fraction)
+
+
+def build_artifacts(model_spec: TabularClassifier, paths: TabularArtifacts, rows: Rows) -> None:
+    """Train, export, check and profile the model; write its artefacts."""
     training = model_spec.training
     thresholds = model_spec.risk_thresholds
-    frame = load_telco(CACHE / "data")
-    splits = split_by_customer(
-        frame,
-        validation_fraction=training.validation_fraction,
-        test_fraction=training.test_fraction,
-    )
-    result = train_churn(
-        splits, training.regularization_grid, (thresholds.medium, thresholds.high)
-    )
-    core = export_churn_core(result.pipeline, result.schema)
+    dataset = model_spec.dataset
+    splits = rows.splits
+    result = train.train(splits, dataset, training.regularization_grid,
+                         (thresholds.medium, thresholds.high))
+    core = export_core(result.pipeline, result.schema, model_spec.probability)
     model = append_head(core, thresholds, version=str(model_spec.version))
-    model.doc_string = f"churn classifier v{model_spec.version} with postprocessing head"
+    model.doc_string = f"{paths.root.parent.name} v{model_spec.version} with postprocessing head"
     parity = check_parity(result.pipeline, result.schema, model, splits.test, thresholds)
     logger.info("ONNX parity on %d test rows: max |Δp| %.2e",
                 parity["rows"], parity["max_abs_diff"])
-    train_p = result.pipeline.predict_proba(splits.train[list(ALL_FEATURES)])[:, 1]
-    profile = reference_profile(splits.train, result.schema, train_p, high=thresholds.high)
+    train_p = result.pipeline.predict_proba(splits.train[list(dataset.features)])[:, 1]
+    reference = profile.reference_profile(splits.train, result.schema, train_p,
+                                          high=thresholds.high, target=dataset.target)
 
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.onnx.write_bytes(model.SerializeToString(deterministic=True))
@@ -173,49 +187,60 @@ def build_churn_artifacts(model_spec: spec_module.TabularClassifier, paths: Chur
     paths.variant("fp32").write_bytes(core.SerializeToString(deterministic=True))
     joblib.dump(result.pipeline, paths.sklearn)
     result.schema.save(paths.schema)
-    paths.profile.write_text(json.dumps(profile, indent=2) + "\n")
+    paths.profile.write_text(json.dumps(reference, indent=2) + "\n")
     metrics = {
         **result.metrics,
         "onnx_parity": parity,
         "split": {
-            "method": "sha256(customerid) buckets, customer-disjoint",
-            "customers": len(frame),
+            "method": f"sha256({dataset.id_column}) buckets, id-disjoint",
+            "rows": len(rows.frame),
             "train": len(splits.train),
             "validation": len(splits.validation),
             "test": len(splits.test),
         },
     }
     paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-    fallback = train_fallback(splits, (thresholds.medium, thresholds.high),
-                              version=fallback_version(model_spec.version))
-    paths.fallback.write_text(json.dumps(fallback, indent=2) + "\n")
-    splits.test[[ID_COLUMN, *ALL_FEATURES, TARGET_COLUMN]].to_csv(paths.test_rows, index=False)
+    document = fallback.train_fallback(
+        splits, dataset, model_spec.fallback_features, (thresholds.medium, thresholds.high),
+        version=fallback_version(model_spec.version))
+    paths.fallback.write_text(json.dumps(document, indent=2) + "\n")
+    splits.test[[dataset.id_column, *dataset.features, dataset.target]].to_csv(
+        paths.test_rows, index=False)
     logger.info("wrote %s", paths.root)
 
 
-#: Source files whose change retrains and re-exports the model.
-TRAIN_SOURCES = tuple(
-    Path(__file__).parent / rel for rel in (
-        "artifacts.py", "features.py", "data/telco.py", "train/churn.py", "train/fallback.py",
-        "export/onnx_export.py", "drift/profile.py"))
+def train_sources(model: TabularClassifier) -> tuple[Path, ...]:
+    """Source files whose change retrains and re-exports the model: what this stage imports,
+    and the dataset's loader or CSV file."""
+    modules = [__name__]
+    if model.dataset.loader is not None:
+        modules.append(f"{datasets.__name__}.{model.dataset.loader}")
+    files = list(sources(*modules))
+    if model.dataset.csv is not None:
+        csv = model.dataset.csv
+        files.append(csv if csv.is_absolute() else PROJECT_ROOT / csv)
+    return tuple(files)
 
 
-def train_stage(model: spec_module.TabularClassifier, paths: ChurnArtifacts, *,
-                force: bool = False) -> bool:
-    """Run `build_churn_artifacts` unless the manifest shows the same inputs built the files
-    there now; returns whether it ran. The thresholds and version are part of the key: they
-    are baked into the exported graph."""
+def train_stage(model: TabularClassifier, paths: TabularArtifacts, rows: Rows | None = None,
+                *, force: bool = False) -> bool:
+    """Run `build_artifacts` unless the manifest shows the same inputs built the files there
+    now; returns whether it ran. The thresholds and version are part of the key: they are
+    baked into the exported graph."""
     manifest = Manifest.load(paths.manifest)
     key = fingerprint(values={"training": model.training.model_dump(),
+                              "dataset": model.dataset.model_dump(mode="json"),
+                              "probability": model.probability,
+                              "fallback_features": list(model.fallback_features),
                               "risk_thresholds": model.risk_thresholds.model_dump(),
                               "version": model.version},
-                      files=TRAIN_SOURCES)
+                      files=train_sources(model))
     if not force and paths.complete() and manifest.fresh("train", key):
         logger.info("%s: trained model up to date", paths.root)
         return False
     started = time.perf_counter()
     logger.info("%s: training and exporting (about 40 s)", paths.root)
-    build_churn_artifacts(model, paths)
+    build_artifacts(model, paths, rows or Rows(model))
     manifest = Manifest.load(paths.manifest)
     manifest.record("train", key, outputs=paths.all(), seconds=time.perf_counter() - started,
                     extra={"test": paths.load_metrics()["test"]})
@@ -223,38 +248,37 @@ def train_stage(model: spec_module.TabularClassifier, paths: ChurnArtifacts, *,
     return True
 
 
-def build_churn_variants(model: spec_module.TabularClassifier, paths: ChurnArtifacts, *,
-                         force: bool = False) -> dict[str, Any]:
+def build_variants(name: str, model: TabularClassifier, paths: TabularArtifacts,
+                   rows: Rows | None = None, *, force: bool = False) -> dict[str, Any]:
     """Make the spec's variants of the exported core and gate each against the scikit-learn
-    model on the held-out customers (calibration: the training split's customers)."""
-    from tritonkit.builder.variant_stage import build_variants
+    model on the held-out rows (calibration: the training split's rows)."""
+    from tritonkit.stages.variants import build_variants as build_and_gate
     from tritonkit.variants.gates import ClassifierLimits, classifier_gate
 
-    schema = paths.load_schema()
-    test = pd.read_csv(paths.test_rows)
-    test_matrix = schema.encode({n: test[n].to_numpy() for n in ALL_FEATURES})
-    labels = test[TARGET_COLUMN].to_numpy()
-    reference = joblib.load(paths.sklearn).predict_proba(test[list(ALL_FEATURES)])[:, 1]
+    rows = rows or Rows(model)
+    features = list(model.dataset.features)
+    trained = paths.load_schema()
+    test = pd.read_csv(paths.test_rows, dtype={c: str for c in model.dataset.categorical})
+    test_matrix = trained.encode({n: test[n].to_numpy() for n in features})
+    labels = test[model.dataset.target].to_numpy()
+    reference = joblib.load(paths.sklearn).predict_proba(test[features])[:, 1]
     thresholds = (model.risk_thresholds.medium, model.risk_thresholds.high)
 
     @functools.cache
     def calibration() -> list[dict[str, np.ndarray]]:
-        frame = load_telco(CACHE / "data")
-        train = split_by_customer(
-            frame, validation_fraction=model.training.validation_fraction,
-            test_fraction=model.training.test_fraction).train
-        matrix = schema.encode({n: train[n].to_numpy() for n in ALL_FEATURES})
+        train_rows = rows.splits.train
+        matrix = trained.encode({n: train_rows[n].to_numpy() for n in features})
         return [{INPUT_NAME: matrix[i:i + 256]} for i in range(0, len(matrix), 256)]
 
     def gate(variant: str, path: Path) -> Any:
         got = session(append_head(onnx.load(path), model.risk_thresholds, "gate"))
-        p = predict(got, test_matrix)["churn_probability"].reshape(-1).astype(np.float64)
+        p = next(iter(predict(got, test_matrix).values())).reshape(-1).astype(np.float64)
         limits = ClassifierLimits(
             max_abs_delta_p=model.gate.max_abs_delta_p.get(variant, float("inf")),
             max_roc_auc_drop=model.gate.max_roc_auc_drop,
             min_risk_agreement=model.gate.min_risk_agreement)
         return classifier_gate(variant, reference, p, labels, thresholds, limits)
 
-    return build_variants("churn", model, root=paths.root, fp32=paths.variant("fp32"),
+    return build_and_gate(name, model, root=paths.root, fp32=paths.variant("fp32"),
                           calibration=calibration, gate=gate,
                           manifest=Manifest.load(paths.manifest), force=force)

@@ -1,21 +1,23 @@
-"""Export the churn classifier to ONNX in standard operators, with its postprocessing head.
+"""Export a tabular classifier to ONNX in standard operators, with its postprocessing head.
 
 The graph is built in two parts so that every variant (`tritonkit.variants`) shares one head:
 
-- the *core* (`export_churn_core`): encoded feature matrix (`tritonkit.features`) ->
-  ``churn_probability`` FP32 [rows, 1], the LogisticRegression as MatMul + Add + Sigmoid.
+- the *core* (`export_core`): encoded feature matrix (`tritonkit.tabular.schema`) -> the
+  probability (the spec's `probability`, churn's ``churn_probability``) FP32 [rows, 1], the
+  LogisticRegression as MatMul + Add + Sigmoid.
   Standard ONNX operators only, so the CUDA and TensorRT providers run all of it (skl2onnx's
   ``ai.onnx.ml.LinearClassifier`` runs on the CPU provider alone). This is what gets optimized,
   quantized or converted to FP16.
 - the *head* (`append_head`): risk level from the spec's thresholds and the model version, as
   STRING outputs, appended to the core or to any variant of it (its I/O stays FP32).
 
-The served graph returns the three outputs `OUTPUT_NAMES` (README, "The `churn` contract"), in
-onnxruntime in both targets: natively in production, and in the same python hop as the classifier
-on the embedded target (a python hop costs latency and throughput: README, Performance)::
+The served graph returns the spec's three outputs (docs/contract.md, "The `churn` contract"),
+in onnxruntime in both targets: natively in production, and in the same python hop as the
+classifier on the embedded target (a python hop costs latency and throughput:
+docs/performance.md, "What it says")::
 
-    core = export_churn_core(pipeline, schema)
-    model = append_head(core, thresholds, version="1")    # == export_churn_onnx(...)
+    core = export_core(pipeline, schema, "churn_probability")
+    model = append_head(core, thresholds, version="1")
     report = check_parity(pipeline, schema, model, test_frame, thresholds)
 """
 
@@ -32,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from tritonkit.errors import ParityError
-from tritonkit.features import ALL_FEATURES, OUTPUT_DTYPES, FeatureSchema
+from tritonkit.tabular.schema import FeatureSchema
 
 #: ONNX opset of exported graphs: NGC Triton 24.x's onnxruntime runs up to 21, TensorRT 10 up
 #: to 20 (onnx-tensorrt docs/operators.md).
@@ -41,9 +43,8 @@ OPSET = 17
 #: older onnxruntime builds in NGC images.
 IR_VERSION = 8
 INPUT_NAME = "features"
-OUTPUT_NAMES = tuple(OUTPUT_DTYPES)
-#: The core's only output, and the head's input.
-PROBABILITY = OUTPUT_NAMES[0]
+#: The head's outputs after the probability.
+HEAD_OUTPUTS = ("risk_level", "model_version")
 
 
 class Thresholds(Protocol):
@@ -71,8 +72,13 @@ def risk_levels(p: np.ndarray, thresholds: Thresholds | tuple[float, float]) -> 
     return np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
 
 
-def export_churn_core(pipeline: Pipeline, schema: FeatureSchema) -> onnx.ModelProto:
-    """The classifier of `pipeline` as standard ONNX ops: features -> churn_probability.
+def probability_of(core: onnx.ModelProto) -> str:
+    """The name of a core's probability output (its first output)."""
+    return core.graph.output[0].name
+
+
+def export_core(pipeline: Pipeline, schema: FeatureSchema, probability: str) -> onnx.ModelProto:
+    """The classifier of `pipeline` as standard ONNX ops: features -> `probability`.
 
     MatMul + Add rather than Gemm: onnxruntime's dynamic quantization handles MatMul only, and
     the CUDA/TensorRT providers run either.
@@ -80,7 +86,7 @@ def export_churn_core(pipeline: Pipeline, schema: FeatureSchema) -> onnx.ModelPr
     classifier = pipeline.named_steps["classify"]
     if not isinstance(classifier, LogisticRegression) or classifier.coef_.shape[0] != 1:
         raise TypeError(
-            f"export_churn_core needs a binary LogisticRegression step 'classify', "
+            f"export_core needs a binary LogisticRegression step 'classify', "
             f"got {type(classifier).__name__}"
         )
     width = schema.width
@@ -97,12 +103,12 @@ def export_churn_core(pipeline: Pipeline, schema: FeatureSchema) -> onnx.ModelPr
                              name="classifier_matmul"),
             helper.make_node("Add", ["classifier_xw", "classifier_bias"], ["classifier_logit"],
                              name="classifier_add"),
-            helper.make_node("Sigmoid", ["classifier_logit"], [PROBABILITY],
+            helper.make_node("Sigmoid", ["classifier_logit"], [probability],
                              name="classifier_sigmoid"),
         ],
-        "churn_core",
+        "classifier_core",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, width])],
-        [helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info(probability, TensorProto.FLOAT, [None, 1])],
         initializer=[
             numpy_helper.from_array(weights, "classifier_weights"),
             numpy_helper.from_array(bias, "classifier_bias"),
@@ -112,12 +118,13 @@ def export_churn_core(pipeline: Pipeline, schema: FeatureSchema) -> onnx.ModelPr
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
         producer_name="tritonkit",
     )
-    model.doc_string = "churn classifier core (LogisticRegression as MatMul + Add + Sigmoid)"
+    model.doc_string = "classifier core (LogisticRegression as MatMul + Add + Sigmoid)"
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def _head_nodes(thresholds: tuple[float, float], version: str) -> list[onnx.NodeProto]:
+def _head_nodes(thresholds: tuple[float, float], version: str, probability: str
+                ) -> list[onnx.NodeProto]:
     medium, high = thresholds
 
     def const(name: str, value: Any, dtype: int) -> onnx.NodeProto:
@@ -135,15 +142,15 @@ def _head_nodes(thresholds: tuple[float, float], version: str) -> list[onnx.Node
         const("post_label_medium", ["medium"], TensorProto.STRING),
         const("post_label_low", ["low"], TensorProto.STRING),
         const("post_version", [[version]], TensorProto.STRING),
-        helper.make_node("GreaterOrEqual", [PROBABILITY, "post_high"], ["post_is_high"],
+        helper.make_node("GreaterOrEqual", [probability, "post_high"], ["post_is_high"],
                          name="post_is_high"),
-        helper.make_node("GreaterOrEqual", [PROBABILITY, "post_medium"], ["post_is_medium"],
+        helper.make_node("GreaterOrEqual", [probability, "post_medium"], ["post_is_medium"],
                          name="post_is_medium"),
         helper.make_node("Where", ["post_is_medium", "post_label_medium", "post_label_low"],
                          ["post_medium_or_low"], name="post_medium_or_low"),
         helper.make_node("Where", ["post_is_high", "post_label_high", "post_medium_or_low"],
                          ["risk_level"], name="post_risk_level"),
-        helper.make_node("Shape", [PROBABILITY], ["post_shape"], name="post_shape"),
+        helper.make_node("Shape", [probability], ["post_shape"], name="post_shape"),
         helper.make_node("Expand", ["post_version", "post_shape"], ["model_version"],
                          name="post_model_version"),
     ]
@@ -154,31 +161,32 @@ def append_head(
 ) -> onnx.ModelProto:
     """The served graph: `core` (or any variant of it) plus risk_level and model_version.
 
-    `core` is not modified. It must output ``churn_probability`` FP32 [rows, 1], which
-    every variant does (quantized and FP16 variants keep FP32 I/O). Contrib-op domains of
-    optimized or quantized cores are kept as they are.
+    `core` is not modified. Its one output is the probability, FP32 [rows, 1], which every
+    variant keeps (quantized and FP16 variants keep FP32 I/O). Contrib-op domains of optimized
+    or quantized cores are kept as they are.
 
     Raises:
-        ValueError: when `core` lacks the FP32 ``churn_probability`` output, or already has a head.
+        ValueError: when `core` has other than one FP32 output, or already has a head.
     """
-    outputs = {o.name: o for o in core.graph.output}
-    probability = outputs.get(PROBABILITY)
-    if probability is None or probability.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ValueError(
-            f"append_head needs a core whose output {PROBABILITY!r} is FP32; got outputs "
-            f"{sorted(outputs)}: export it with export_churn_core (FP16 cores: keep_io_types)"
-        )
     produced = {o for n in core.graph.node for o in n.output}
-    if produced & {"risk_level", "model_version"}:
+    if produced & set(HEAD_OUTPUTS):
         raise ValueError("this model already has a head: pass the core, not the served graph")
+    outputs = list(core.graph.output)
+    if len(outputs) != 1 or outputs[0].type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise ValueError(
+            f"append_head needs a core with one FP32 output, the probability; got outputs "
+            f"{sorted(o.name for o in outputs)}: export it with export_core (FP16 cores: "
+            "keep_io_types)"
+        )
+    probability = outputs[0].name
     model = onnx.ModelProto()
     model.CopyFrom(core)
     graph = model.graph
-    graph.node.extend(_head_nodes(_medium_high(thresholds), version))
+    graph.node.extend(_head_nodes(_medium_high(thresholds), version, probability))
     del graph.output[:]
     graph.output.extend(
         [
-            helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info(probability, TensorProto.FLOAT, [None, 1]),
             helper.make_tensor_value_info("risk_level", TensorProto.STRING, [None, 1]),
             helper.make_tensor_value_info("model_version", TensorProto.STRING, [None, 1]),
         ]
@@ -188,18 +196,6 @@ def append_head(
     # The checker knows the standard domains only; cores with contrib ops (an ORT-optimized
     # graph) are checked by onnxruntime when a session loads them.
     onnx.checker.check_model(model, full_check=standard)
-    return model
-
-
-def export_churn_onnx(
-    pipeline: Pipeline,
-    schema: FeatureSchema,
-    thresholds: Thresholds | tuple[float, float],
-    version: str,
-) -> onnx.ModelProto:
-    """The classifier of `pipeline` as ONNX, with the postprocessing head appended."""
-    model = append_head(export_churn_core(pipeline, schema), thresholds, version)
-    model.doc_string = f"churn classifier v{version} with postprocessing head"
     return model
 
 
@@ -213,9 +209,11 @@ def session(model: onnx.ModelProto | bytes | str) -> ort.InferenceSession:
 
 
 def predict(sess: ort.InferenceSession, matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the exported graph on an encoded matrix; returns the three outputs by name."""
-    values = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: matrix.astype(np.float32, copy=False)})
-    return dict(zip(OUTPUT_NAMES, values, strict=True))
+    """Run the exported graph on an encoded matrix; returns its outputs by name (the
+    probability first)."""
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, {INPUT_NAME: matrix.astype(np.float32, copy=False)})
+    return dict(zip(names, values, strict=True))
 
 
 def check_parity(
@@ -232,10 +230,10 @@ def check_parity(
         ParityError: when any |Δp| exceeds `tolerance`, or a risk level differs for a row
             whose probability is not within `tolerance` of a threshold.
     """
-    expected = pipeline.predict_proba(frame[list(ALL_FEATURES)])[:, 1]
-    columns = {name: frame[name].to_numpy() for name in ALL_FEATURES}
+    expected = pipeline.predict_proba(frame[list(schema.names)])[:, 1]
+    columns = {name: frame[name].to_numpy() for name in schema.names}
     outputs = predict(session(model), schema.encode(columns))
-    got = outputs[PROBABILITY].reshape(-1)
+    got = next(iter(outputs.values())).reshape(-1)
     delta = np.abs(got.astype(np.float64) - expected)
     worst = float(delta.max())
     if worst > tolerance:

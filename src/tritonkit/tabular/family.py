@@ -1,8 +1,9 @@
-"""The tabular-classifier family (the churn predictor): build its artefacts and variants, and
-render its ensemble for a target.
+"""The tabular-classifier family (churn, cancer): build a model's artefacts and variants, and
+render its ensemble for a target. Everything model-specific comes from the spec's entry (its
+`dataset`, `probability`) and the trained schema.
 
-The ensemble `<name>` takes the 19 raw features (`tritonkit.features`) and answers
-churn_probability, risk_level and model_version (README, "The `churn` contract"). Its steps:
+The ensemble `<name>` takes one raw input per feature (`tritonkit.tabular.schema`) and answers
+the probability, risk_level and model_version (docs/contract.md, "The `churn` contract"). Its steps:
 
 - fused (`fuse_python_steps`, embedded): `<name>_fused`, one python step that validates,
   encodes and runs the served variant with the postprocessing head appended;
@@ -14,10 +15,10 @@ churn_probability, risk_level and model_version (README, "The `churn` contract")
   numpy python step (repository/steps/postprocess.py), which also counts predictions for drift
   monitoring. No production step imports onnxruntime: the image has Triton's backend instead.
 
-Beside it, the packed entry point `<name>_packed` takes the same customers as two tensors,
-`numeric` and `categorical` (`tritonkit.features.PACKED_*`), and answers the same outputs: fused,
-a second python step served as it is (an ensemble around it would add latency and cost
-throughput); split, an ensemble of `<name>_preprocess_packed` then the same model (and
+Beside it, the packed entry point `<name>_packed` takes the same rows as two tensors,
+`numeric` and `categorical` (`tritonkit.tabular.packed`), and answers the same
+outputs: fused, a second python step served as it is (an ensemble around it would add latency
+and cost throughput); split, an ensemble of `<name>_preprocess_packed` then the same model (and
 postprocess) steps. Both entry points count drift into the same series.
 
 ::
@@ -38,22 +39,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tritonkit import features as features_module
-from tritonkit.artifacts import ChurnArtifacts, build_churn_variants, train_stage
 from tritonkit.drift import binning as binning_module
-from tritonkit.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, append_head
-from tritonkit.features import (
-    NUMPY_DTYPES,
-    OUTPUT_DTYPES,
-    PACKED_CATEGORICAL,
-    PACKED_COLUMNS,
-    PACKED_DTYPES,
-    PACKED_NUMERIC,
-    TRITON_DTYPES,
-    FeatureSchema,
-    PackedColumns,
-    pack,
-)
 from tritonkit.repository import config as cfg
 from tritonkit.repository.layout import (
     ONNX_SESSION,
@@ -71,35 +57,48 @@ from tritonkit.spec import (
     TabularClassifier,
     TargetName,
 )
+from tritonkit.tabular import packed as packed_module
+from tritonkit.tabular import schema as schema_module
+from tritonkit.tabular.artifacts import Rows, TabularArtifacts, build_variants, train_stage
+from tritonkit.tabular.export import INPUT_NAME, append_head
+from tritonkit.tabular.packed import (
+    PACKED_CATEGORICAL,
+    PACKED_DTYPES,
+    PACKED_NUMERIC,
+    PackedColumns,
+    pack,
+)
+from tritonkit.tabular.schema import FeatureSchema
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = tuple(cfg.tensor(name, dtype, [1]) for name, dtype in OUTPUT_DTYPES.items())
-PROBABILITY = OUTPUTS[0]
+def _outputs(model: TabularClassifier) -> list[dict[str, object]]:
+    return [cfg.tensor(name, dtype, [1]) for name, dtype in model.outputs.items()]
 
 
 def build(name: str, model: TabularClassifier, *, force: bool = False) -> dict[str, Any]:
-    """Train/export/profile where the inputs changed, then make and gate the variants."""
-    paths = ChurnArtifacts.for_version(model.version, name=name)
-    trained = train_stage(model, paths, force=force)
-    variants = build_churn_variants(model, paths, force=force or trained)
+    """Train/export/profile where the inputs changed, then make and gate the variants (the
+    dataset read at most once)."""
+    paths = TabularArtifacts.for_version(model.version, name=name)
+    rows = Rows(model)
+    trained = train_stage(model, paths, rows, force=force)
+    variants = build_variants(name, model, paths, rows, force=force or trained)
     return {"model": name, "trained": trained, **variants}
 
 
 def _raw_inputs(schema: FeatureSchema) -> list[dict[str, object]]:
-    return [cfg.tensor(n, TRITON_DTYPES[n], [1]) for n in schema.names]
+    return [cfg.tensor(n, dtype, [1]) for n, dtype in schema.triton_dtypes().items()]
 
 
 def _packed_inputs(schema: FeatureSchema) -> list[dict[str, object]]:
     """The packed pair: `numeric` [numeric features], `categorical` [categorical features]."""
     order = PackedColumns.of(schema)
-    return [cfg.tensor(PACKED_NUMERIC, PACKED_DTYPES[PACKED_NUMERIC], [len(order.numeric)]),
-            cfg.tensor(PACKED_CATEGORICAL, PACKED_DTYPES[PACKED_CATEGORICAL],
-                       [len(order.categorical)])]
+    widths = {PACKED_NUMERIC: len(order.numeric), PACKED_CATEGORICAL: len(order.categorical)}
+    return [cfg.tensor(name, PACKED_DTYPES[name], [widths[name]]) for name in order.tensors]
 
 
 def _warmup_row(schema: FeatureSchema) -> dict[str, object]:
-    """A valid customer: the training mean of each number, the first category of each column."""
+    """A valid row: the training mean of each number, the first category of each column."""
     row: dict[str, object] = {f.name: max(f.minimum, round(f.mean)) for f in schema.numeric}
     row.update({c.name: c.categories[0] for c in schema.categorical})
     return row
@@ -117,19 +116,22 @@ def _warmup_tensors(schema: FeatureSchema, packed: bool
     per feature or the packed pair."""
     row = _warmup_row(schema)
     if packed:
-        numeric, categorical = pack({k: [v] for k, v in row.items()}, PackedColumns.of(schema))
-        return {PACKED_NUMERIC: (PACKED_DTYPES[PACKED_NUMERIC], [numeric.shape[1]],
+        order = PackedColumns.of(schema)
+        numeric, categorical = pack({k: [v] for k, v in row.items()}, order)
+        both = {PACKED_NUMERIC: (PACKED_DTYPES[PACKED_NUMERIC], [numeric.shape[1]],
                                  numeric.tobytes()),
                 PACKED_CATEGORICAL: (PACKED_DTYPES[PACKED_CATEGORICAL], [categorical.shape[1]],
                                      _string_payload(categorical[0]))}
+        return {name: both[name] for name in order.tensors}
     tensors = {}
-    for feature in schema.names:
+    numpy_dtypes = schema.numpy_dtypes()
+    for feature, dtype in schema.triton_dtypes().items():
         value = row[feature]
-        if TRITON_DTYPES[feature] == "TYPE_STRING":
+        if dtype == "TYPE_STRING":
             payload = _string_payload([value])
         else:
-            payload = np.array([value], dtype=NUMPY_DTYPES[feature]).tobytes()
-        tensors[feature] = (TRITON_DTYPES[feature], [1], payload)
+            payload = np.array([value], dtype=numpy_dtypes[feature]).tobytes()
+        tensors[feature] = (dtype, [1], payload)
     return tensors
 
 
@@ -150,7 +152,7 @@ def _write_warmup_files(model_dir: Path, tensors: dict[str, tuple[str, list[int]
     ]
 
 
-def _drift_files(model: TabularClassifier, paths: ChurnArtifacts) -> list[tuple[Path, str]]:
+def _drift_files(model: TabularClassifier, paths: TabularArtifacts) -> list[tuple[Path, str]]:
     """The publisher, the binning rule and the reference profile, when drift metrics are on."""
     if not model.drift_metrics.enabled:
         return []
@@ -186,14 +188,16 @@ def _zeros_warmup(batch_sizes: tuple[int, ...], tensor: str, dtype: str, dims: l
 def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
            model: TabularClassifier) -> list[Path]:
     target = spec.targets[target_name]
-    paths = ChurnArtifacts.for_version(model.version, name=name).require()
+    paths = TabularArtifacts.for_version(model.version, name=name).require()
     variant = model.variants.serve[target_name]
     core = paths.require_variant(ENGINE_SOURCES.get(variant, variant))
     schema = FeatureSchema.load(paths.schema)
-    if PackedColumns.of(schema) != PACKED_COLUMNS:
-        raise ValueError(f"{paths.schema}: its features are not in the order of "
-                         "features.PACKED_COLUMNS, which the packed entry point's clients use")
+    if schema.names != model.dataset.features:
+        raise ValueError(f"{paths.schema}: its features {list(schema.names)} are not the "
+                         f"spec's {list(model.dataset.features)}: run `make build-engines`")
     names = step_names(name)
+    outputs = _outputs(model)
+    probability = model.probability
     version = str(model.version)
     written = []
     earlier = stash_versions(repository, name, version)  # a rollout loads them beside this one
@@ -205,10 +209,11 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
     native = target.onnx_runtime == "onnxruntime_onnx"
 
     def preprocess_step(step_name: str, *, packed: bool, response_cache: bool = False) -> Path:
-        """The validating python step, for the 19 inputs or the packed pair: python on every
-        target, with the whole graph inside when fused."""
+        """The validating python step, for the per-feature inputs or the packed pair: python
+        on every target, with the whole graph inside when fused."""
         step_dir = repository / step_name
-        files = [*drift_files, (Path(features_module.__file__), "features.py"),
+        files = [*drift_files, (Path(schema_module.__file__), "features.py"),
+                 (Path(packed_module.__file__), "packed.py"),
                  (paths.schema, "feature_schema.json")]
         if target.fuse_python_steps:
             copy_step("tabular_fused.py", step_dir / version, [
@@ -219,7 +224,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
         return cfg.write_config(cfg.python_step_config(
             name=step_name, model=model, step=model.steps.preprocess,
             target=target_name, inputs=_packed_inputs(schema) if packed else _raw_inputs(schema),
-            outputs=list(OUTPUTS) if target.fuse_python_steps else [features_tensor],
+            outputs=outputs if target.fuse_python_steps else [features_tensor],
             parameters=drift_parameters,
             warmup=_write_warmup_files(step_dir, _warmup_tensors(schema, packed),
                                        model.warmup_batch_sizes),
@@ -228,7 +233,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
 
     pre_name = names["fused"] if target.fuse_python_steps else names["preprocess"]
     written.append(preprocess_step(pre_name, packed=False))
-    all_outputs = {o: o for o in OUTPUT_NAMES}
+    all_outputs = {o: o for o in model.outputs}
     steps: list[tuple[str, dict[str, str], dict[str, str]]] = [(
         pre_name, {n: n for n in schema.names},
         all_outputs if target.fuse_python_steps else {INPUT_NAME: INPUT_NAME},
@@ -255,16 +260,16 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
                 model_config = cfg.tensorrt_plan_config(
                     name=names["model"], model=model, step=model.steps.model,
                     target=target_name, engines=engines, inputs=[features_tensor],
-                    outputs=[PROBABILITY], warmup=warmup)
+                    outputs=outputs[:1], warmup=warmup)
             else:
                 shutil.copy2(core, _mkdir(model_dir / version) / "model.onnx")
                 model_config = cfg.onnx_step_config(
                     name=names["model"], model=model, step=model.steps.model,
                     target=target_name, gpu=target.gpu, variant=variant,
-                    inputs=[features_tensor], outputs=[PROBABILITY], warmup=warmup)
+                    inputs=[features_tensor], outputs=outputs[:1], warmup=warmup)
             written.append(cfg.write_config(model_config, model_dir))
             steps.append((names["model"], {INPUT_NAME: INPUT_NAME},
-                          {"churn_probability": "churn_probability_raw"}))
+                          {probability: f"{probability}_raw"}))
             # the head (string outputs, which GPU providers lack) in a numpy python step that
             # also counts predictions
             post_dir = repository / names["postprocess"]
@@ -273,19 +278,19 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
                     "risk_high": repr(model.risk_thresholds.high), "model_version": version}
             written.append(cfg.write_config(cfg.python_step_config(
                 name=names["postprocess"], model=model, step=model.steps.preprocess,
-                target=target_name, inputs=[cfg.tensor("churn_probability_in", "TYPE_FP32", [1])],
-                outputs=OUTPUTS,
+                target=target_name, inputs=[cfg.tensor(f"{probability}_in", "TYPE_FP32", [1])],
+                outputs=outputs,
                 parameters={**head, **drift_parameters},
-                warmup=_zeros_warmup(model.warmup_batch_sizes, "churn_probability_in",
+                warmup=_zeros_warmup(model.warmup_batch_sizes, f"{probability}_in",
                                      "TYPE_FP32", [1])), post_dir))
-            steps.append((names["postprocess"], {"churn_probability_in": "churn_probability_raw"},
+            steps.append((names["postprocess"], {f"{probability}_in": f"{probability}_raw"},
                           all_outputs))
         else:
             copy_step("onnx_model.py", model_dir / version, [*drift_files, ONNX_SESSION])
             _save(full_graph, model_dir / version / "model.onnx")
             written.append(cfg.write_config(cfg.python_step_config(
                 name=names["model"], model=model, step=model.steps.model,
-                target=target_name, inputs=[features_tensor], outputs=OUTPUTS,
+                target=target_name, inputs=[features_tensor], outputs=outputs,
                 parameters={"intra_op_num_threads": "1", **drift_parameters},
                 warmup=warmup), model_dir))
             steps.append((names["model"], {INPUT_NAME: INPUT_NAME}, all_outputs))
@@ -295,7 +300,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
     _mkdir(ensemble_dir / version)
     written.append(cfg.write_config(cfg.ensemble_config(
         name=names["ensemble"], max_batch_size=model.max_batch_size,
-        inputs=_raw_inputs(schema), outputs=OUTPUTS, steps=steps,
+        inputs=_raw_inputs(schema), outputs=outputs, steps=steps,
         response_cache=model.response_cache,
     ), ensemble_dir))
 
@@ -309,10 +314,10 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
         written.append(preprocess_step(names["preprocess_packed"], packed=True))
         packed_dir = repository / names["packed"]
         _mkdir(packed_dir / version)
-        packed_map = {PACKED_NUMERIC: PACKED_NUMERIC, PACKED_CATEGORICAL: PACKED_CATEGORICAL}
+        packed_map = {name: name for name in PackedColumns.of(schema).tensors}
         written.append(cfg.write_config(cfg.ensemble_config(
             name=names["packed"], max_batch_size=model.max_batch_size,
-            inputs=_packed_inputs(schema), outputs=OUTPUTS,
+            inputs=_packed_inputs(schema), outputs=outputs,
             steps=[(names["preprocess_packed"], packed_map, {INPUT_NAME: INPUT_NAME}),
                    *steps[1:]],
             response_cache=model.response_cache,

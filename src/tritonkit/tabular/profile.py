@@ -1,12 +1,13 @@
 """The reference profile for drift: what the training data and its predictions looked like.
 
-Made at build time and saved beside the model, for the monitoring sidecar (later work) to compare
-live counters with. Binning: numeric bucket edges at the training deciles 10 % … 90 % (tied edges
+Made at build time and saved beside the model, for the monitoring sidecar to compare live
+counters with. Binning: numeric bucket edges at the training deciles 10 % … 90 % (tied edges
 removed, open end bins below the first and above the last edge), rows counted with Prometheus'
-"value <= upper edge" rule; one frequency per training category; the churn probability in ten
-0.1-wide bins::
+"value <= upper edge" rule; one frequency per training category; the predicted probability in
+ten 0.1-wide bins::
 
-    profile = reference_profile(train_frame, schema, train_probabilities, high=0.6)
+    profile = reference_profile(train_frame, schema, train_probabilities, high=0.6,
+                                target="churn")
     profile["numeric"]["tenure"]["edges"]      # upper edges of all bins but the +Inf one
 """
 
@@ -17,11 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tritonkit.drift.binning import bin_index
-from tritonkit.features import FeatureSchema
-
-#: Upper edges of the churn-probability histogram (a last +Inf bucket is implied).
-PROBABILITY_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+from tritonkit.drift.binning import PROBABILITY_EDGES, bin_index
+from tritonkit.tabular.schema import FeatureSchema
 
 
 def decile_edges(values: np.ndarray) -> list[float]:
@@ -41,7 +39,8 @@ def bin_fractions(values: np.ndarray, edges: list[float] | tuple[float, ...]) ->
 
 
 def reference_profile(
-    frame: pd.DataFrame, schema: FeatureSchema, probabilities: np.ndarray, high: float
+    frame: pd.DataFrame, schema: FeatureSchema, probabilities: np.ndarray, high: float,
+    target: str,
 ) -> dict[str, Any]:
     """Profile of the training rows: per-feature bins/frequencies and the prediction's shape."""
     numeric = {}
@@ -73,5 +72,5 @@ def reference_profile(
             "mean_probability": float(np.mean(probabilities)),
             "high_risk_fraction": float(np.mean(probabilities >= high)),
         },
-        "label_positive_rate": float(frame["churn"].mean()),
+        "label_positive_rate": float(frame[target].mean()),
     }

@@ -1,10 +1,13 @@
-"""The churn model's feature schema: validation and encoding of raw feature columns.
+"""A tabular model's feature schema: validation and encoding of raw feature columns.
 
 One definition, used by training, the parity checks, the clients and the Triton preprocessing
 step. It depends on numpy alone, because the repository builder copies this file beside the
-python-backend step (the NGC container has numpy, not this package)::
+python-backend step (the NGC container has numpy, not this package). Each numeric feature
+carries its bounds and whether it is whole (its Triton dtype: INT32, else FP32); each
+categorical one its training vocabulary (BYTES on the wire)::
 
     schema = FeatureSchema.load(Path("artifacts/churn/1/feature_schema.json"))
+    schema.triton_dtypes()["seniorcitizen"]       # "TYPE_INT32"
     errors = schema.validate(columns)             # [] or ["tenure: value -3 at row(s) 0 is below…"]
     matrix = schema.encode(columns)               # float32 [rows, schema.width]
 """
@@ -21,60 +24,13 @@ from typing import Any
 
 import numpy as np
 
-#: Numeric inputs in the order the model sees them (their Triton dtypes: TRITON_DTYPES).
-NUMERIC_FEATURES: tuple[str, ...] = ("tenure", "monthlycharges", "totalcharges", "seniorcitizen")
-#: Categorical inputs (Telco CSV column names), in the order the model sees them.
-CATEGORICAL_FEATURES: tuple[str, ...] = (
-    "gender",
-    "partner",
-    "dependents",
-    "phoneservice",
-    "multiplelines",
-    "internetservice",
-    "onlinesecurity",
-    "onlinebackup",
-    "deviceprotection",
-    "techsupport",
-    "streamingtv",
-    "streamingmovies",
-    "contract",
-    "paperlessbilling",
-    "paymentmethod",
-)
-ALL_FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
-
-#: Triton data type of each raw input of the `churn` ensemble.
-TRITON_DTYPES: dict[str, str] = {
-    **{name: "TYPE_FP32" for name in ("tenure", "monthlycharges", "totalcharges")},
-    "seniorcitizen": "TYPE_INT32",
-    **{name: "TYPE_STRING" for name in CATEGORICAL_FEATURES},
-}
-#: The outputs of the `churn` ensemble, each [rows, 1]: name -> Triton data type. The exporter,
-#: the repository builder, the clients and the baseline all read them from here.
-OUTPUT_DTYPES: dict[str, str] = {
-    "churn_probability": "TYPE_FP32",
-    "risk_level": "TYPE_STRING",  # "low" / "medium" / "high", from the spec's risk_thresholds
-    "model_version": "TYPE_STRING",
-}
 #: KServe v2 wire datatype of each Triton config data type the contract uses.
 KSERVE_DATATYPES: dict[str, str] = {
     "TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES",
 }
-#: The range a real customer's number can take, (minimum, maximum) per numeric feature: the
-#: Triton step, the clients and the naive baseline refuse anything outside it, naming the feature.
-#: These are physical limits, far wider than the training data (tenure <= 72 months, monthly
-#: charges <= 119, total charges <= 8,685): a wider value is a bug upstream, not a customer.
-NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
-    "tenure": (0.0, 1200.0),  # months: 100 years
-    "monthlycharges": (0.0, 10_000.0),  # per month
-    "totalcharges": (0.0, 12_000_000.0),  # 1,200 months at the highest monthly charge
-    "seniorcitizen": (0.0, 1.0),  # a 0/1 flag
-}
-#: numpy dtype a client sends for each input.
-NUMPY_DTYPES: dict[str, Any] = {
-    **{name: np.float32 for name in ("tenure", "monthlycharges", "totalcharges")},
-    "seniorcitizen": np.int32,
-    **{name: np.object_ for name in CATEGORICAL_FEATURES},
+#: numpy dtype of each Triton config data type the contract uses.
+NUMPY_OF_TRITON: dict[str, Any] = {
+    "TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_STRING": np.object_,
 }
 
 
@@ -83,16 +39,12 @@ class NumericFeature:
     """A numeric input: allowed range and the standardisation the model was trained with."""
 
     name: str
-    mean: float
-    scale: float
+    mean: float = 0.0
+    scale: float = 1.0
     minimum: float = 0.0
     maximum: float | None = None
-
-    @classmethod
-    def bounded(cls, name: str, *, mean: float = 0.0, scale: float = 1.0) -> NumericFeature:
-        """The feature `name` with its NUMERIC_BOUNDS."""
-        minimum, maximum = NUMERIC_BOUNDS[name]
-        return cls(name=name, mean=mean, scale=scale, minimum=minimum, maximum=maximum)
+    #: a whole number: sent as INT32 on the per-feature contract, checked whole when packed
+    integer: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,10 +57,36 @@ class CategoricalFeature:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FeatureSchema:
-    """All inputs of the churn model, and how to turn raw columns into the model's matrix."""
+    """All inputs of a tabular model, and how to turn raw columns into the model's matrix."""
 
     numeric: tuple[NumericFeature, ...]
     categorical: tuple[CategoricalFeature, ...]
+
+    def triton_dtypes(self) -> dict[str, str]:
+        """Triton data type of each raw input of the ensemble, in schema order."""
+        dtypes = {f.name: "TYPE_INT32" if f.integer else "TYPE_FP32" for f in self.numeric}
+        dtypes.update({c.name: "TYPE_STRING" for c in self.categorical})
+        return dtypes
+
+    def numpy_dtypes(self) -> dict[str, Any]:
+        """numpy dtype a client sends for each input."""
+        return {name: NUMPY_OF_TRITON[t] for name, t in self.triton_dtypes().items()}
+
+    @property
+    def integer_features(self) -> tuple[str, ...]:
+        """Numeric features the per-feature contract carries as integers: in the packed
+        `numeric` tensor they are FP32, so that they are whole is checked by value."""
+        return tuple(f.name for f in self.numeric if f.integer)
+
+    def bounds_problems(self, columns: Mapping[str, Any]) -> list[str]:
+        """Problems of the numeric columns present in `columns` against their bounds: NaN,
+        infinities and numbers no real row can have, each naming the feature and the rows
+        (what a client checks before sending; the categories need the trained vocabulary)."""
+        problems: list[str] = []
+        for feature in self.numeric:
+            if feature.name in columns:
+                problems += _numeric_problems(feature, np.asarray(columns[feature.name]))
+        return problems
 
     @property
     def width(self) -> int:
@@ -235,151 +213,6 @@ class FeatureSchema:
     @classmethod
     def load(cls, path: Path | str) -> FeatureSchema:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def bounds_problems(columns: Mapping[str, Any]) -> list[str]:
-    """Problems of the numeric columns present in `columns` against NUMERIC_BOUNDS.
-
-    What a client can check before sending (the categories need the trained schema): NaN,
-    infinities and numbers no customer can have, each message naming the feature and the rows.
-    """
-    problems: list[str] = []
-    for name in NUMERIC_FEATURES:
-        if name in columns:
-            problems += _numeric_problems(NumericFeature.bounded(name), np.asarray(columns[name]))
-    return problems
-
-
-# -- the packed entry point -----------------------------------------------------------------
-# `<model>_packed` takes the same customers as two tensors instead of one per feature: per-tensor
-# handling in tritonserver and the python backend is what 19 inputs cost (a step that did no
-# work answered ~7,000 req/s with them and 12,800-14,800 with two; README, "The packed entry
-# point").
-
-#: Names of the two tensors of the packed entry point.
-PACKED_NUMERIC = "numeric"
-PACKED_CATEGORICAL = "categorical"
-#: Triton data type of each packed tensor: every number travels as FP32, every category as BYTES.
-PACKED_DTYPES: dict[str, str] = {PACKED_NUMERIC: "TYPE_FP32", PACKED_CATEGORICAL: "TYPE_STRING"}
-#: Numeric features the 19-input contract carries as integers: in `numeric` they are FP32, so
-#: that they are whole is checked by value (`fractional_rows`, `fraction_problems`).
-INTEGER_FEATURES: tuple[str, ...] = tuple(
-    name for name in NUMERIC_FEATURES if TRITON_DTYPES[name] == "TYPE_INT32")
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedColumns:
-    """Which feature each column of the packed tensors holds: a schema's numeric features in
-    order, then its categorical features in order."""
-
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-
-    @classmethod
-    def of(cls, schema: FeatureSchema) -> PackedColumns:
-        return cls(numeric=tuple(f.name for f in schema.numeric),
-                   categorical=tuple(c.name for c in schema.categorical))
-
-
-#: The clients' order; the trained schema is built from the same constants (the repository
-#: builder refuses a schema in another order).
-PACKED_COLUMNS = PackedColumns(numeric=NUMERIC_FEATURES, categorical=CATEGORICAL_FEATURES)
-
-
-def packed_problems(numeric: np.ndarray, categorical: np.ndarray,
-                    order: PackedColumns = PACKED_COLUMNS) -> list[str]:
-    """What keeps two arrays from being a packed batch, each message naming the tensor.
-
-    Shapes and dtypes only (cheap enough for every request); the values are
-    `FeatureSchema.validate`'s and `fraction_problems`' to judge.
-    """
-    problems = []
-    for name, array, features, wire, kinds in (
-            (PACKED_NUMERIC, numeric, order.numeric, "FP32", "f"),
-            (PACKED_CATEGORICAL, categorical, order.categorical, "BYTES", "OSU")):
-        if array.ndim != 2 or array.shape[1] != len(features):
-            problems.append(
-                f"{name}: expected shape [rows, {len(features)}] (columns "
-                f"{', '.join(features)}), got {list(array.shape)}")
-        if array.dtype.kind not in kinds or (wire == "FP32" and array.dtype != np.float32):
-            problems.append(f"{name}: expected {wire}, got dtype {array.dtype}")
-    if problems:
-        return problems
-    if numeric.shape[0] != categorical.shape[0]:
-        return [f"{PACKED_NUMERIC} has {numeric.shape[0]} row(s) and {PACKED_CATEGORICAL} "
-                f"{categorical.shape[0]}: one row per customer in both"]
-    if numeric.shape[0] == 0:
-        return ["empty batch: every input needs at least one row"]
-    return []
-
-
-def unpack(numeric: np.ndarray, categorical: np.ndarray,
-           order: PackedColumns = PACKED_COLUMNS) -> dict[str, np.ndarray]:
-    """The per-feature columns of a packed batch, as `validate` and `encode_batch` take them:
-    views of the two arrays, no copies.
-
-    Raises:
-        ValueError: `packed_problems`, naming the tensor.
-    """
-    problems = packed_problems(numeric, categorical, order)
-    if problems:
-        raise ValueError("; ".join(problems))
-    columns = dict(zip(order.numeric, numeric.T, strict=True))
-    columns.update(zip(order.categorical, categorical.T, strict=True))
-    return columns
-
-
-def pack(columns: Mapping[str, Any], order: PackedColumns = PACKED_COLUMNS
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """(numeric float32 [rows, n], categorical object [rows, m]) of per-feature columns, each
-    holding one value per row (any shape that flattens). Values are not checked.
-
-    Raises:
-        ValueError: a feature is missing, or the columns differ in rows.
-    """
-    missing = [name for name in (*order.numeric, *order.categorical) if name not in columns]
-    if missing:
-        raise ValueError(f"missing column(s): {', '.join(missing)}")
-    numbers = [np.asarray(columns[name]).reshape(-1) for name in order.numeric]
-    texts = [np.asarray(columns[name], dtype=object).reshape(-1) for name in order.categorical]
-    rows = {name: column.shape[0] for name, column in
-            zip((*order.numeric, *order.categorical), (*numbers, *texts), strict=True)}
-    if len(set(rows.values())) > 1:
-        raise ValueError(f"columns have different numbers of rows: {rows}")
-    numeric = np.empty((numbers[0].shape[0], len(numbers)), dtype=np.float32)
-    for j, column in enumerate(numbers):
-        numeric[:, j] = column
-    categorical = np.empty((texts[0].shape[0], len(texts)), dtype=object)
-    for k, column in enumerate(texts):
-        categorical[:, k] = column
-    return numeric, categorical
-
-
-def fractional_rows(columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """bool [rows]: rows whose INTEGER_FEATURES hold a finite fraction; None when none does
-    (the serving hot path: no messages, `fraction_problems` has those)."""
-    found = None
-    for name in INTEGER_FEATURES:
-        values = np.asarray(columns[name]).reshape(-1)
-        rows = np.isfinite(values) & (values != np.trunc(values))
-        if rows.any():
-            found = rows if found is None else found | rows
-    return found
-
-
-def fraction_problems(columns: Mapping[str, np.ndarray]) -> list[str]:
-    """An INTEGER_FEATURES value that is not whole, naming the feature and the rows (NaN and
-    infinities are `validate`'s)."""
-    problems = []
-    for name in INTEGER_FEATURES:
-        if name not in columns:
-            continue
-        values = np.asarray(columns[name]).reshape(-1).astype(np.float64, copy=False)
-        rows = np.flatnonzero(np.isfinite(values) & (values != np.trunc(values)))
-        if rows.size:
-            problems.append(f"{name}: value {values[rows[0]]:g} at row(s) {_rows(rows)} is not a "
-                            "whole number")
-    return problems
 
 
 @dataclasses.dataclass(frozen=True)

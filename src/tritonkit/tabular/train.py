@@ -1,10 +1,11 @@
-"""Train the churn classifier (scikit-learn) from the explicit feature schema, and evaluate it.
+"""Train a tabular classifier (scikit-learn) on the spec's dataset features, and evaluate it.
 
 The source model is a scikit-learn Pipeline (StandardScaler + OneHotEncoder + LogisticRegression);
-the serving side re-implements only its encoder, in `tritonkit.features`, which the parity checks
-hold to the Pipeline on every test row::
+the serving side re-implements only its encoder, in `tritonkit.tabular.schema`, which the parity
+checks hold to the Pipeline on every test row::
 
-    result = train_churn(splits, regularization_grid=(0.1, 1.0), risk_thresholds=(0.3, 0.6))
+    result = train(splits, model.dataset, regularization_grid=(0.1, 1.0),
+                   risk_thresholds=(0.3, 0.6))
     result.metrics["test"]["roc_auc"]
 """
 
@@ -23,15 +24,9 @@ from sklearn.metrics import average_precision_score, precision_score, recall_sco
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tritonkit.data.telco import TARGET_COLUMN, Splits
-from tritonkit.features import (
-    ALL_FEATURES,
-    CATEGORICAL_FEATURES,
-    NUMERIC_FEATURES,
-    CategoricalFeature,
-    FeatureSchema,
-    NumericFeature,
-)
+from tritonkit.spec import TabularDataset
+from tritonkit.tabular.datasets import Splits
+from tritonkit.tabular.schema import CategoricalFeature, FeatureSchema, NumericFeature
 
 logger = logging.getLogger(__name__)
 
@@ -44,35 +39,38 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def build_pipeline(c: float) -> Pipeline:
-    encoder = ColumnTransformer(
-        [
-            ("num", StandardScaler(), list(NUMERIC_FEATURES)),
-            ("cat", OneHotEncoder(handle_unknown="error", dtype=np.float64),
-             list(CATEGORICAL_FEATURES)),
-        ]
-    )
-    return Pipeline([("encode", encoder), ("classify", LogisticRegression(C=c, max_iter=5000))])
+def build_pipeline(c: float, numeric: Sequence[str], categorical: Sequence[str]) -> Pipeline:
+    transformers: list[tuple[str, Any, list[str]]] = [("num", StandardScaler(), list(numeric))]
+    if categorical:
+        transformers.append(("cat", OneHotEncoder(handle_unknown="error", dtype=np.float64),
+                             list(categorical)))
+    return Pipeline([("encode", ColumnTransformer(transformers)),
+                     ("classify", LogisticRegression(C=c, max_iter=5000))])
 
 
-def schema_from_pipeline(pipeline: Pipeline) -> FeatureSchema:
-    """The FeatureSchema that encodes exactly as the fitted Pipeline's ColumnTransformer."""
+def schema_from_pipeline(pipeline: Pipeline, dataset: TabularDataset) -> FeatureSchema:
+    """The FeatureSchema that encodes exactly as the fitted Pipeline's ColumnTransformer, with
+    the dataset's bounds and whole-number flags."""
     encoder: ColumnTransformer = pipeline.named_steps["encode"]
     scaler: StandardScaler = encoder.named_transformers_["num"]
-    onehot: OneHotEncoder = encoder.named_transformers_["cat"]
     numeric = tuple(
-        NumericFeature.bounded(name, mean=float(scaler.mean_[i]), scale=float(scaler.scale_[i]))
-        for i, name in enumerate(NUMERIC_FEATURES)
+        NumericFeature(name=name, mean=float(scaler.mean_[i]), scale=float(scaler.scale_[i]),
+                       minimum=column.min, maximum=column.max, integer=column.integer)
+        for i, (name, column) in enumerate(dataset.numeric.items())
     )
-    categorical = tuple(
-        CategoricalFeature(name=name, categories=tuple(str(c) for c in onehot.categories_[i]))
-        for i, name in enumerate(CATEGORICAL_FEATURES)
-    )
+    categorical: tuple[CategoricalFeature, ...] = ()
+    if dataset.categorical:
+        onehot: OneHotEncoder = encoder.named_transformers_["cat"]
+        categorical = tuple(
+            CategoricalFeature(name=name, categories=tuple(str(c) for c in onehot.categories_[i]))
+            for i, name in enumerate(dataset.categorical)
+        )
     return FeatureSchema(numeric=numeric, categorical=categorical)
 
 
 def evaluate(y_true: np.ndarray, p: np.ndarray, risk_thresholds: Sequence[float]) -> dict[str, Any]:
-    """ROC-AUC, PR-AUC and precision/recall when "churn" means p >= each risk threshold."""
+    """ROC-AUC, PR-AUC and precision/recall when the positive class means p >= each risk
+    threshold."""
     at_threshold = {}
     for t in risk_thresholds:
         predicted = (p >= t).astype(int)
@@ -90,16 +88,19 @@ def evaluate(y_true: np.ndarray, p: np.ndarray, risk_thresholds: Sequence[float]
     }
 
 
-def train_churn(
-    splits: Splits, regularization_grid: Sequence[float], risk_thresholds: Sequence[float]
+def train(
+    splits: Splits, dataset: TabularDataset, regularization_grid: Sequence[float],
+    risk_thresholds: Sequence[float],
 ) -> TrainResult:
     """Pick C on the validation split, then report every split's metrics (test last)."""
-    features = list(ALL_FEATURES)
+    features = list(dataset.features)
+    target = dataset.target
     best: tuple[float, float, Pipeline] | None = None
     for c in regularization_grid:
-        pipeline = build_pipeline(c).fit(splits.train[features], splits.train[TARGET_COLUMN])
+        pipeline = build_pipeline(c, list(dataset.numeric), dataset.categorical).fit(
+            splits.train[features], splits.train[target])
         p = pipeline.predict_proba(splits.validation[features])[:, 1]
-        auc = float(roc_auc_score(splits.validation[TARGET_COLUMN], p))
+        auc = float(roc_auc_score(splits.validation[target], p))
         logger.info("C=%g: validation ROC-AUC %.4f", c, auc)
         if best is None or auc > best[1]:
             best = (c, auc, pipeline)
@@ -110,9 +111,10 @@ def train_churn(
     for name in ("train", "validation", "test"):
         frame: pd.DataFrame = getattr(splits, name)
         p = pipeline.predict_proba(frame[features])[:, 1]
-        metrics[name] = evaluate(frame[TARGET_COLUMN].to_numpy(), p, risk_thresholds)
+        metrics[name] = evaluate(frame[target].to_numpy(), p, risk_thresholds)
     logger.info(
-        "test split: ROC-AUC %.4f, PR-AUC %.4f on %d customers",
+        "test split: ROC-AUC %.4f, PR-AUC %.4f on %d rows",
         metrics["test"]["roc_auc"], metrics["test"]["pr_auc"], metrics["test"]["rows"],
     )
-    return TrainResult(pipeline=pipeline, schema=schema_from_pipeline(pipeline), metrics=metrics)
+    return TrainResult(pipeline=pipeline, schema=schema_from_pipeline(pipeline, dataset),
+                       metrics=metrics)

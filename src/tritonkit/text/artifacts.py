@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritonkit.builder.manifest import Manifest, fingerprint, tool_versions
 from tritonkit.errors import ArtifactMissingError
 from tritonkit.paths import ARTIFACTS
 from tritonkit.spec import TextEmbedding
+from tritonkit.stages.manifest import Manifest, fingerprint, tool_versions
 from tritonkit.text import corpus
 from tritonkit.text.tokenizer import TextTokenizer
 

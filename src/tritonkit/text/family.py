@@ -59,8 +59,8 @@ def build_text_variants(name: str, model: TextEmbedding, paths: TextEmbeddingArt
                         force: bool = False) -> dict[str, Any]:
     """The shared variant stage, fed with tokenized calibration texts and gated by cosine
     similarity to the FP32 graph's embeddings of the evaluation texts."""
-    from tritonkit.builder.manifest import Manifest
-    from tritonkit.builder.variant_stage import build_variants
+    from tritonkit.stages.manifest import Manifest
+    from tritonkit.stages.variants import build_variants
     from tritonkit.text.embed import TextEmbedder
     from tritonkit.variants.gates import EmbeddingLimits, GateResult, embedding_gate
 
@@ -213,7 +213,7 @@ def render(repository: Path, spec: Spec, target_name: TargetName, name: str,
             model_config = cfg.python_step_config(
                 **common, parameters={"intra_op_num_threads": "1"})
         elif variant in TENSORRT_VARIANTS:
-            from tritonkit.builder.variant_stage import engines_of
+            from tritonkit.stages.variants import engines_of
 
             engines = engines_of(paths.root, variant)
             for plan in engines.values():

@@ -32,12 +32,13 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_num_threads", {}).get("string_value", "1"))
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = cpu_session(path, threads)
-        # Where the model answers churn predictions, count them for drift monitoring.
+        # Where the model answers the head's outputs (the probability first), count them for
+        # drift monitoring.
         self.drift = None
-        if DriftPublisher is not None and {"churn_probability", "risk_level"} <= set(self.outputs):
+        if DriftPublisher is not None and "risk_level" in self.outputs:
             here = os.path.join(args["model_repository"], args["model_version"])
             self.drift = DriftPublisher.start(here, args)
-            self.probability_output = self.outputs.index("churn_probability")
+            self.probability_output = 0
             self.risk_output = self.outputs.index("risk_level")
 
     def finalize(self):

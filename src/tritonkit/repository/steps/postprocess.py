@@ -3,13 +3,14 @@
 The GPU model (Triton's onnxruntime backend or a TensorRT engine) answers the probability
 alone, since GPU providers have no string tensors; this step adds `risk_level` and
 `model_version`, exactly as the ONNX head that the embedded graph carries
-(`export.onnx_export.append_head`: `high` if p >= high, else `medium` if p >= medium, else `low`,
+(`tabular.export.append_head`: `high` if p >= high, else `medium` if p >= medium, else `low`,
 compared in FP32), and counts the predictions for drift monitoring. It needs numpy alone (the
 production image's requirements): no onnxruntime for a string head.
 
 The builder copies this file as `<model>/<version>/model.py` with `step_errors.py` (and the
 drift files when metrics are on); the config's parameters carry the head: `risk_medium`,
-`risk_high` and `model_version`. Its input is `churn_probability_in` [rows, 1] FP32.
+`risk_high` and `model_version`. Its input is `<probability>_in` [rows, 1] FP32 (churn:
+`churn_probability_in`), its outputs the probability, `risk_level` and `model_version`.
 """
 
 import json
@@ -24,8 +25,7 @@ try:  # the drift publisher and its files are beside the step when the spec turn
 except ImportError:
     DriftPublisher = None
 
-INPUT = "churn_probability_in"
-OUTPUTS = ("churn_probability", "risk_level", "model_version")
+HEAD = ("risk_level", "model_version")
 
 
 class TritonPythonModel:
@@ -37,9 +37,11 @@ class TritonPythonModel:
         self.high = np.float32(float(params["risk_high"]))
         self.version = params["model_version"].encode()
         names = tuple(o["name"] for o in config["output"])
-        if sorted(names) != sorted(OUTPUTS):
-            raise ValueError(f"{self.model_name}: the head answers {OUTPUTS}, the config asks "
-                             f"for {names}")
+        if len(names) != 3 or names[1:] != HEAD:
+            raise ValueError(f"{self.model_name}: the head answers the probability and {HEAD}, "
+                             f"the config asks for {names}")
+        self.input = config["input"][0]["name"]
+        self.output_names = names
         here = os.path.join(args["model_repository"], args["model_version"])
         self.drift = DriftPublisher.start(here, args) if DriftPublisher is not None else None
 
@@ -54,10 +56,10 @@ class TritonPythonModel:
         good = []  # (request index, its probabilities [rows, 1])
         for i, request in enumerate(requests):
             try:
-                good.append((i, pb_utils.get_input_tensor_by_name(request, INPUT).as_numpy()))
+                good.append((i, pb_utils.get_input_tensor_by_name(request, self.input).as_numpy()))
             except Exception as exc:  # a missing input or a tensor the stub cannot convert
                 responses[i] = pb_utils.InferenceResponse(
-                    error=error(f"could not read the input {INPUT!r}: {describe(exc)}"))
+                    error=error(f"could not read the input {self.input!r}: {describe(exc)}"))
         answer_probes_apart(self, good, requests, responses)
         return responses
 
@@ -73,7 +75,7 @@ class TritonPythonModel:
             stop = start + rows.shape[0]
             answers.append((i, pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(name, values[start:stop]) for name, values in
-                zip(OUTPUTS, (probability, risk, version), strict=True)])))
+                zip(self.output_names, (probability, risk, version), strict=True)])))
             start = stop
         for i, response in answers:
             responses[i] = response

@@ -1,6 +1,6 @@
-"""Triton python-backend step: validate and encode the raw churn features of each request.
+"""Triton python-backend step: validate and encode the raw features of each request.
 
-The repository builder copies this file as `<model>/1/model.py`, with `features.py` and
+The repository builder copies this file as `<model>/1/model.py`, with `features.py`, `packed.py` and
 `feature_schema.json` beside it (the step needs numpy alone). One `execute` call gets a dynamic
 batch of requests: all rows are encoded and checked in one vectorised pass; a request holding a
 bad row gets an INVALID_ARG error (HTTP 400) naming the feature and the problem, the others go
@@ -13,10 +13,11 @@ runs `model.onnx` on the batch with onnxruntime and returns the graph's outputs,
 instead of two. This file itself imports numpy alone (the production image's requirements).
 
 Its inputs are the config's: one tensor per feature, or the packed pair `numeric` and
-`categorical` (`features.PACKED_*`), which tritonserver and the stub hand over for a fraction of
-the cost of 19. A packed batch is unpacked into views of the same columns and goes through the
-same checks, encoding, prediction and drift counts; a fraction in a whole-number feature, which
-the 19-input contract refuses by its INT32 dtype, is refused by value.
+`categorical` (`packed.PACKED_*`), which tritonserver and the stub hand over for a fraction of
+the cost of one per feature. A packed batch is unpacked into views of the same columns and
+goes through the same checks, encoding, prediction and drift counts; a fraction in a
+whole-number feature, which the per-feature contract refuses by its INT32 dtype, is refused by
+value.
 """
 
 import gc
@@ -25,10 +26,10 @@ import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from features import (
+from features import FeatureSchema
+from packed import (
     PACKED_CATEGORICAL,
     PACKED_NUMERIC,
-    FeatureSchema,
     PackedColumns,
     fraction_problems,
     fractional_rows,
@@ -52,8 +53,12 @@ class TritonPythonModel:
         self.first = self.names[0]
         config = json.loads(args["model_config"])
         self.outputs = [o["name"] for o in config["output"]]
-        self.packed = {i["name"] for i in config["input"]} == {PACKED_NUMERIC, PACKED_CATEGORICAL}
         self.order = PackedColumns.of(self.schema)
+        self.packed = {i["name"] for i in config["input"]} == set(self.order.tensors)
+        # a model without features of a kind has no tensor of it: read as [rows, 0]
+        self.absent = {PACKED_NUMERIC: np.float32, PACKED_CATEGORICAL: np.object_}
+        for name in self.order.tensors:
+            del self.absent[name]
         self.session = self.load_graph(here)
 
         self.drift = DriftPublisher.start(here, args) if DriftPublisher is not None else None
@@ -62,8 +67,9 @@ class TritonPythonModel:
         self.minimum = np.array([f.minimum for f in self.schema.numeric])
         self.maximum = np.array(
             [np.inf if f.maximum is None else f.maximum for f in self.schema.numeric])
-        if "churn_probability" in self.outputs:
-            self.probability_output = self.outputs.index("churn_probability")
+        self.integer_features = self.schema.integer_features
+        if "risk_level" in self.outputs:  # the whole graph runs here: the probability is first
+            self.probability_output = 0
             self.risk_output = self.outputs.index("risk_level")
         if self.drift is not None:
             names = [b.name for b in self.drift.counter.layout.numeric]
@@ -142,12 +148,15 @@ class TritonPythonModel:
         tensors are what the config says (shapes and dtypes: the values are checked in
         `_answer`)."""
         if self.packed:
-            numeric, categorical = columns.get(PACKED_NUMERIC), columns.get(PACKED_CATEGORICAL)
-            if numeric is None or categorical is None or len(columns) != 2:
+            if set(columns) != set(self.order.tensors):
                 names = ", ".join(sorted(columns))
-                return None, [f"expected the inputs {PACKED_NUMERIC} and {PACKED_CATEGORICAL}, "
+                return None, [f"expected the inputs {' and '.join(self.order.tensors)}, "
                               f"got {names or 'none'}"], 0
-            rows = numeric.shape[0] if numeric.ndim else 0
+            first = columns[self.order.tensors[0]]
+            rows = first.shape[0] if first.ndim else 0
+            for name, dtype in self.absent.items():
+                columns[name] = np.empty((rows, 0), dtype=dtype)
+            numeric, categorical = columns[PACKED_NUMERIC], columns[PACKED_CATEGORICAL]
             return (numeric, categorical), packed_problems(numeric, categorical, self.order), rows
         rows = columns[self.first].shape[0] if self.first in columns else 0
         if len(columns) != len(self.names) or rows == 0:
@@ -172,7 +181,7 @@ class TritonPythonModel:
         if not self.packed:
             return self.schema.validate(inputs)
         columns = unpack(*inputs, self.order)
-        return self.schema.validate(columns) + fraction_problems(columns)
+        return self.schema.validate(columns) + fraction_problems(columns, self.integer_features)
 
     def _answer(self, good, responses):
         """Encode, check and predict the requests `good` in one pass; fill their responses."""
@@ -180,7 +189,7 @@ class TritonPythonModel:
         encoded = self.schema.encode_batch(batch)
         matrix, bad = encoded.matrix, encoded.bad
         # whole-number features come as FP32 in the packed pair: a fraction is a bad row
-        fractions = fractional_rows(batch) if self.packed else None
+        fractions = fractional_rows(batch, self.integer_features) if self.packed else None
         if fractions is not None:
             bad = bad | fractions
         results = self._outputs(matrix)

@@ -5,7 +5,7 @@ The builder copies this file as `<model>/<version>/model.py`, the preprocess ste
 `tabular_preprocess.py` (with its features, schema and drift files), `onnx_session.py` and
 `model.onnx` (the served variant with the postprocessing head appended). It validates and
 encodes a dynamic batch as the preprocess step does, runs the graph on the encoded matrix and
-returns the graph's outputs (churn_probability, risk_level, model_version).
+returns the graph's outputs (the probability, risk_level, model_version).
 """
 
 import os

