@@ -299,7 +299,7 @@ def test_sidecar_fires_the_error_rate_alert_when_the_server_fails_requests(
         assert re.search(r'tritonkit_monitor_error_rate\{model="churn"\} 0\.[1-9]',
                          metrics.decode())
         assert re.search(r'tritonkit_monitor_alert_firing\{alertname="ModelErrorRateHigh",'
-                         r'feature="",model="churn",severity="page"\} 1\.0', metrics.decode())
+                         r'feature="",model="churn",severity="critical"\} 1\.0', metrics.decode())
     finally:
         service.stop()
         monitored_triton.stop(timeout_s=5, check=False)

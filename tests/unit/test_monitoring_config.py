@@ -134,6 +134,21 @@ def test_prometheus_alert_names_differ_from_the_sidecars() -> None:
     assert {rule["alert"] for rule in _alerts()} & sidecar == set()
 
 
+def test_an_alert_both_evaluators_raise_has_the_same_severities_in_each() -> None:
+    """The sidecar's `X` and Prometheus' `TritonX` are one alert judged twice: the same
+    severities route them to the same people (ModelErrorRateHigh paged from one and went to
+    the critical channel from the other)."""
+    sidecar: dict[str, set[str]] = {}
+    for rule in yaml.safe_load(SIDECAR_ALERTS.read_text())["rules"]:
+        sidecar.setdefault(f"Triton{rule['name']}", set()).add(rule["severity"])
+    prometheus: dict[str, set[str]] = {}
+    for rule in _alerts():
+        prometheus.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
+    shared = sidecar.keys() & prometheus.keys()
+    assert len(shared) >= 8, shared
+    assert {name: sidecar[name] for name in shared} == {name: prometheus[name] for name in shared}
+
+
 def test_serving_rules_are_what_the_renderer_makes_of_the_production_repository(
         tabular_built: dict[str, TabularArtifacts], minilm_exported: TextEmbeddingArtifacts,
         tmp_path: Path) -> None:
