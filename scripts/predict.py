@@ -66,7 +66,7 @@ def main() -> int:
         predictions = client.predict(customers)
     print(f"{'customer':<14} {'churn_probability':>17}  {'risk_level':<10} model_version")
     for p in predictions:
-        print(f"{p.customer:<14} {p.churn_probability:>17.4f}  {p.risk_level:<10} "
+        print(f"{p.customer_id:<14} {p.churn_probability:>17.4f}  {p.risk_level:<10} "
               f"{p.model_version}")
     return 0
 

@@ -223,5 +223,5 @@ def test_triton_client_retries_and_falls_back_when_nothing_listens(
     answers = client.predict(customers[:3])
     assert len(sleeps) == 2  # three attempts, jittered waits between them
     assert all(a.degraded and a.model_version == "1-fallback" for a in answers)
-    assert [a.customer for a in answers] == [c["customerid"] for c in customers[:3]]
+    assert [a.customer_id for a in answers] == [c["customerid"] for c in customers[:3]]
     client.close()

@@ -80,7 +80,7 @@ def _assert_same(packed: list[Prediction], plain: list[Prediction],
     np.testing.assert_allclose(got, in_process["churn_probability"][:len(got), 0], atol=1e-6)
     assert [p.risk_level for p in packed] == [p.risk_level for p in plain]
     assert [p.model_version for p in packed] == [p.model_version for p in plain]
-    assert [p.customer for p in packed] == [p.customer for p in plain]
+    assert [p.customer_id for p in packed] == [p.customer_id for p in plain]
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

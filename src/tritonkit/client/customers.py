@@ -35,6 +35,22 @@ def _contract(given: TabularContract | None) -> TabularContract:
     return given if given is not None else contract_of(DEFAULT_MODEL)
 
 
+def held_out_example(model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The first held-out row of a tabular model (`artifacts/<model>/<version>/test.csv`, made
+    by `make build-engines`): a valid request for banners and examples.
+
+    Raises:
+        OSError: the model is not built.
+    """
+    from tritonkit.paths import ARTIFACTS
+    from tritonkit.spec import load_spec
+
+    version = load_spec().models[model].version
+    contract = contract_of(model)
+    return read_customers(ARTIFACTS / model / str(version) / "test.csv", limit=1,
+                          contract=contract)[0]
+
+
 def _label(index: int, row: Any, contract: TabularContract) -> str:
     """How a message names a row: its index in the input, and its id when it has one."""
     customer = row.get(contract.id_column) if isinstance(row, Mapping) else None

@@ -7,7 +7,7 @@ local fallback model, whose answers are marked `degraded` with its own `model_ve
 
     client = GatewayClient("https://127.0.0.1:8080", api_key, cafile=Path(".cache/certs/cert.pem"),
                            fallback=FallbackModel.load(TabularArtifacts.for_version(1).fallback))
-    answer = client.predict("7590-VHVEG", features)   # GatewayPrediction(..., degraded=False)
+    answer = client.predict("7590-VHVEG", features)   # Prediction(..., degraded=False)
 """
 
 from __future__ import annotations
@@ -65,15 +65,6 @@ class CircuitOpenError(ServerUnavailableError):
 
 class _PathFailure(TritonKitError):
     """A 5xx that is not 503: counted by the breaker, not retried."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GatewayPrediction:
-    customer_id: str
-    churn_probability: float
-    risk_level: str
-    model_version: str
-    degraded: bool = False
 
 
 class _Wait:
@@ -150,7 +141,7 @@ class GatewayClient:
         self._sleep = sleep
         self._connection: http.client.HTTPConnection | None = None
 
-    def predict(self, customer_id: str, features: Mapping[str, Any]) -> GatewayPrediction:
+    def predict(self, customer_id: str, features: Mapping[str, Any]) -> Prediction:
         """One customer's answer, from the gateway or (degraded) the local fallback."""
         body = {"customer_id": customer_id, "features": dict(features)}
         try:
@@ -159,10 +150,10 @@ class GatewayClient:
             if self.fallback is None:
                 raise
             return self._fallback(customer_id, features)
-        return GatewayPrediction(**answer)
+        return Prediction(**answer)
 
     def predict_batch(self, customers: Sequence[tuple[str, Mapping[str, Any]]]
-                      ) -> list[GatewayPrediction]:
+                      ) -> list[Prediction]:
         """Answers for (customer_id, features) pairs, in one request to the gateway."""
         body = {"customers": [{"customer_id": c, "features": dict(f)} for c, f in customers]}
         try:
@@ -171,7 +162,7 @@ class GatewayClient:
             if self.fallback is None:
                 raise
             return [self._fallback(c, f) for c, f in customers]
-        return [GatewayPrediction(**p) for p in answer["predictions"]]
+        return [Prediction(**p) for p in answer["predictions"]]
 
     def close(self) -> None:
         if self._connection is not None:
@@ -184,10 +175,10 @@ class GatewayClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fallback(self, customer_id: str, features: Mapping[str, Any]) -> GatewayPrediction:
+    def _fallback(self, customer_id: str, features: Mapping[str, Any]) -> Prediction:
         assert self.fallback is not None
         probability, risk = self.fallback.predict_one(features)
-        return GatewayPrediction(customer_id, probability, risk, self.fallback.version, True)
+        return Prediction(customer_id, probability, risk, self.fallback.version, True)
 
     def _call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
@@ -291,7 +282,7 @@ class ResilientChurnClient:
             if self.fallback is None:
                 raise
             return [
-                Prediction(customer=str(row.get("customerid", i)), churn_probability=p,
+                Prediction(customer_id=str(row.get("customerid", i)), churn_probability=p,
                            risk_level=risk, model_version=self.fallback.version, degraded=True)
                 for i, (row, (p, risk)) in enumerate(
                     zip(customers, self.fallback.predict(customers), strict=True))

@@ -34,7 +34,6 @@ from tritonkit.gateway.auth import KEY_HEADER, ApiKeyMiddleware
 from tritonkit.gateway.core import Gateway
 from tritonkit.gateway.errors import CRASHED, GatewayError, InvalidRequest, problem_reply
 from tritonkit.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
-from tritonkit.gateway.models import BatchPredictions, ErrorBody, Prediction
 from tritonkit.gateway.predict import (
     PREDICT_PATHS,
     PredictEndpoint,
@@ -45,6 +44,7 @@ from tritonkit.gateway.predict import (
     receive_body,
 )
 from tritonkit.gateway.ratelimit import RateLimitMiddleware
+from tritonkit.gateway.schemas import BatchPredictions, ErrorBody, Prediction
 from tritonkit.gateway.settings import GatewaySettings
 from tritonkit.tabular.artifacts import TabularArtifacts
 

@@ -30,9 +30,9 @@ from tritonkit.gateway.auth import KeyStore
 from tritonkit.gateway.batcher import Coalescer
 from tritonkit.gateway.errors import QueueFull, UpstreamError
 from tritonkit.gateway.metrics import GatewayMetrics
-from tritonkit.gateway.models import ContractModels
 from tritonkit.gateway.ratelimit import RateLimits
 from tritonkit.gateway.replicas import parse_urls
+from tritonkit.gateway.schemas import ContractModels
 from tritonkit.gateway.settings import GatewayConfigError, GatewaySettings, production_problems
 from tritonkit.gateway.upstream import Answer, TritonUpstream
 from tritonkit.gateway.versions import RolloutError, VersionRouter, VersionStats

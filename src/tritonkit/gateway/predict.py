@@ -34,7 +34,7 @@ from tritonkit.gateway.errors import (
     problem_reply,
     send_reply,
 )
-from tritonkit.gateway.models import customer_row, problems
+from tritonkit.gateway.schemas import customer_row, problems
 from tritonkit.gateway.versions import RolloutError, check_version
 from tritonkit.gateway.wire import Answer
 

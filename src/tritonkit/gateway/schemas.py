@@ -1,4 +1,5 @@
-"""The public contract of `/predict`: typed request and response models built from the schema.
+"""The public contract of `/predict`: typed request and response schemas (pydantic) built from
+the feature schema.
 
 The features are one pydantic model whose categories are enums of the trained categories
 (`feature_schema.json`), whose numbers carry the schema's bounds as ranges, and which refuses

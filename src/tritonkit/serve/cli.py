@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -32,6 +33,7 @@ from types import FrameType
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from tritonkit.client.customers import held_out_example, kserve_json_inputs
 from tritonkit.errors import ServerInterrupted, ServerStartError, TritonKitError
 from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.layout import step_names
@@ -50,28 +52,13 @@ from tritonkit.settings import ServiceSettings, SettingsError, add_flags, settin
 logger = logging.getLogger(__name__)
 
 
-EXAMPLE_BODY = (
-    '{"inputs":['
-    '{"name":"tenure","shape":[1,1],"datatype":"FP32","data":[2]},'
-    '{"name":"monthlycharges","shape":[1,1],"datatype":"FP32","data":[70.35]},'
-    '{"name":"totalcharges","shape":[1,1],"datatype":"FP32","data":[140.7]},'
-    '{"name":"seniorcitizen","shape":[1,1],"datatype":"INT32","data":[0]},'
-    '{"name":"gender","shape":[1,1],"datatype":"BYTES","data":["Female"]},'
-    '{"name":"partner","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"dependents","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"phoneservice","shape":[1,1],"datatype":"BYTES","data":["Yes"]},'
-    '{"name":"multiplelines","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"internetservice","shape":[1,1],"datatype":"BYTES","data":["Fiber optic"]},'
-    '{"name":"onlinesecurity","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"onlinebackup","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"deviceprotection","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"techsupport","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"streamingtv","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"streamingmovies","shape":[1,1],"datatype":"BYTES","data":["No"]},'
-    '{"name":"contract","shape":[1,1],"datatype":"BYTES","data":["Month-to-month"]},'
-    '{"name":"paperlessbilling","shape":[1,1],"datatype":"BYTES","data":["Yes"]},'
-    '{"name":"paymentmethod","shape":[1,1],"datatype":"BYTES","data":["Electronic check"]}]}'
-)
+def _example_body() -> str:
+    """A KServe v2 JSON request for churn: its first held-out customer."""
+    try:
+        row = held_out_example("churn")
+    except (OSError, KeyError, TritonKitError) as exc:
+        return f"(no example: {exc})"
+    return json.dumps({"inputs": kserve_json_inputs(row)}, separators=(",", ":"))
 
 
 def admin_key(path: Path) -> str:
@@ -284,7 +271,7 @@ Triton is serving {", ".join(f"`{e}`" for e in ensembles)} (Ctrl-C stops it){rep
 {monitoring + chr(10) if monitoring else ""}
 Try it:
   curl -s {server.http_url}/v2/models/churn/infer -H 'Content-Type: application/json' \\
-    -d '{EXAMPLE_BODY}'
+    -d '{_example_body()}'
 {text_example}""", flush=True)
     def rolled(done: list[int]) -> None:
         if rolled_file is not None:

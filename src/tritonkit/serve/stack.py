@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tritonkit.child_process import ChildProcess, http_ok
+from tritonkit.client.customers import DEFAULT_MODEL, held_out_example
 from tritonkit.errors import ServerStartError, TritonKitError
 from tritonkit.gateway.auth import ensure_dev_keys
 from tritonkit.gateway.process import GatewayProcess
@@ -44,18 +45,20 @@ from tritonkit.paths import CACHE, PROJECT_ROOT
 from tritonkit.repository.entry_points import repository_entry_points
 from tritonkit.serve.ports import free_port
 from tritonkit.serve.server import TritonServer
+from tritonkit.tabular.contract import contract as contract_of
 
 logger = logging.getLogger(__name__)
 
-#: A valid customer for the banner's example request.
-EXAMPLE_FEATURES = {
-    "tenure": 2, "monthlycharges": 70.35, "totalcharges": 140.7, "seniorcitizen": 0,
-    "gender": "Female", "partner": "No", "dependents": "No", "phoneservice": "Yes",
-    "multiplelines": "No", "internetservice": "Fiber optic", "onlinesecurity": "No",
-    "onlinebackup": "No", "deviceprotection": "No", "techsupport": "No", "streamingtv": "No",
-    "streamingmovies": "No", "contract": "Month-to-month", "paperlessbilling": "Yes",
-    "paymentmethod": "Electronic check",
-}
+
+def predict_example() -> dict[str, Any]:
+    """A `/predict` body for the banner: churn's first held-out customer, whole numbers as
+    JSON integers (the gateway refuses 0.0 for an integer feature)."""
+    row = held_out_example()
+    churn = contract_of(DEFAULT_MODEL)
+    whole = churn.schema.integer_features
+    return {"customer_id": str(row[churn.id_column]),
+            "features": {n: int(row[n]) if n in whole else row[n] for n in churn.features}}
+
 
 MONITORING = PROJECT_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
@@ -331,10 +334,14 @@ class EmbeddedStack:
             url = self.gateway.url
             lines.append(f"  gateway  {url}/predict   (OpenAPI {url}/docs, log "
                          f"{self.gateway.log_file})")
-            lines.append(f"  curl -s {url}/predict -H 'X-API-Key: {self.gateway_key}' "
-                         "-H 'Content-Type: application/json' \\\n    -d '"
-                         + json.dumps({"customer_id": "7590-VHVEG", "features": EXAMPLE_FEATURES},
-                                      separators=(",", ":")) + "'")
+            try:
+                example = predict_example()
+            except (OSError, KeyError, TritonKitError) as exc:
+                lines.append(f"  (no example request: {exc})")
+            else:
+                lines.append(f"  curl -s {url}/predict -H 'X-API-Key: {self.gateway_key}' "
+                             "-H 'Content-Type: application/json' \\\n    -d '"
+                             + json.dumps(example, separators=(",", ":")) + "'")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 

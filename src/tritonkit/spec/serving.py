@@ -161,8 +161,20 @@ class VersionPolicy(Frozen):
     latest: int = Field(1, ge=1)
 
 
+class CardText(Frozen):
+    """What a model card says that no measurement can: what the model is for, what it learnt
+    from, where it stops (`tritonkit.builder.model_card`)."""
+
+    intended_use: str
+    training_data: str
+    limitations: str
+
+
 class ModelBase(Frozen):
     description: str
+    card: CardText | None = Field(
+        None, description="the model card's intended use, training data and limitations; "
+        "none: the card says they are not described")
     version: int = Field(ge=1)
     max_batch_size: int = Field(gt=0, le=4096)
     version_policy: VersionPolicy = VersionPolicy(latest=1)
